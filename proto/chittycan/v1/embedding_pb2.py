@@ -22,30 +22,29 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
-from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x63hittycan/v1/embedding.proto\x12\x0c\x63hittycan.v1\x1a\x1cgoogle/protobuf/struct.proto\"\x19\n\x08TextList\x12\r\n\x05texts\x18\x01 \x03(\t\"\x1b\n\tTokenList\x12\x0e\n\x06tokens\x18\x01 \x03(\x03\"4\n\nTokenLists\x12&\n\x05lists\x18\x01 \x03(\x0b\x32\x17.chittycan.v1.TokenList\"\xe2\x02\n\x10\x45mbeddingRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x04text\x18\x02 \x01(\tH\x00\x12\'\n\x05texts\x18\x03 \x01(\x0b\x32\x16.chittycan.v1.TextListH\x00\x12)\n\x06tokens\x18\x04 \x01(\x0b\x32\x17.chittycan.v1.TokenListH\x00\x12/\n\x0btoken_lists\x18\x05 \x01(\x0b\x32\x18.chittycan.v1.TokenListsH\x00\x12\x35\n\x0f\x65ncoding_format\x18\x06 \x01(\x0e\x32\x1c.chittycan.v1.EncodingFormat\x12\x17\n\ndimensions\x18\x07 \x01(\x05H\x01\x88\x01\x01\x12\x11\n\x04user\x18\x08 \x01(\tH\x02\x88\x01\x01\x12&\n\x05\x65xtra\x18\t \x01(\x0b\x32\x17.google.protobuf.StructB\x07\n\x05inputB\r\n\x0b_dimensionsB\x07\n\x05_user\":\n\tEmbedding\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0e\n\x06values\x18\x02 \x03(\x01\x12\x0e\n\x06packed\x18\x03 \x01(\x0c\"=\n\x0e\x45mbeddingUsage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x03\x12\x14\n\x0ctotal_tokens\x18\x02 \x01(\x03\"v\n\x11\x45mbeddingResponse\x12%\n\x04\x64\x61ta\x18\x01 \x03(\x0b\x32\x17.chittycan.v1.Embedding\x12\r\n\x05model\x18\x02 \x01(\t\x12+\n\x05usage\x18\x03 \x01(\x0b\x32\x1c.chittycan.v1.EmbeddingUsage*h\n\x0e\x45ncodingFormat\x12\x1f\n\x1b\x45NCODING_FORMAT_UNSPECIFIED\x10\x00\x12\x19\n\x15\x45NCODING_FORMAT_FLOAT\x10\x01\x12\x1a\n\x16\x45NCODING_FORMAT_BASE64\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x63hittycan/v1/embedding.proto\x12\x0c\x63hittycan.v1\"\x19\n\x08TextList\x12\r\n\x05texts\x18\x01 \x03(\t\"\x1b\n\tTokenList\x12\x0e\n\x06tokens\x18\x01 \x03(\x03\"4\n\nTokenLists\x12&\n\x05lists\x18\x01 \x03(\x0b\x32\x17.chittycan.v1.TokenList\"\xce\x02\n\x10\x45mbeddingRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x04text\x18\x02 \x01(\tH\x00\x12\'\n\x05texts\x18\x03 \x01(\x0b\x32\x16.chittycan.v1.TextListH\x00\x12)\n\x06tokens\x18\x04 \x01(\x0b\x32\x17.chittycan.v1.TokenListH\x00\x12/\n\x0btoken_lists\x18\x05 \x01(\x0b\x32\x18.chittycan.v1.TokenListsH\x00\x12\x35\n\x0f\x65ncoding_format\x18\x06 \x01(\x0e\x32\x1c.chittycan.v1.EncodingFormat\x12\x17\n\ndimensions\x18\x07 \x01(\x05H\x01\x88\x01\x01\x12\x11\n\x04user\x18\x08 \x01(\tH\x02\x88\x01\x01\x12\x12\n\nextra_json\x18\t \x01(\x0c\x42\x07\n\x05inputB\r\n\x0b_dimensionsB\x07\n\x05_user\":\n\tEmbedding\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0e\n\x06values\x18\x02 \x03(\x01\x12\x0e\n\x06packed\x18\x03 \x01(\x0c\"=\n\x0e\x45mbeddingUsage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x03\x12\x14\n\x0ctotal_tokens\x18\x02 \x01(\x03\"v\n\x11\x45mbeddingResponse\x12%\n\x04\x64\x61ta\x18\x01 \x03(\x0b\x32\x17.chittycan.v1.Embedding\x12\r\n\x05model\x18\x02 \x01(\t\x12+\n\x05usage\x18\x03 \x01(\x0b\x32\x1c.chittycan.v1.EmbeddingUsage*h\n\x0e\x45ncodingFormat\x12\x1f\n\x1b\x45NCODING_FORMAT_UNSPECIFIED\x10\x00\x12\x19\n\x15\x45NCODING_FORMAT_FLOAT\x10\x01\x12\x1a\n\x16\x45NCODING_FORMAT_BASE64\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'chittycan.v1.embedding_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ENCODINGFORMAT']._serialized_start=786
-  _globals['_ENCODINGFORMAT']._serialized_end=890
-  _globals['_TEXTLIST']._serialized_start=76
-  _globals['_TEXTLIST']._serialized_end=101
-  _globals['_TOKENLIST']._serialized_start=103
-  _globals['_TOKENLIST']._serialized_end=130
-  _globals['_TOKENLISTS']._serialized_start=132
-  _globals['_TOKENLISTS']._serialized_end=184
-  _globals['_EMBEDDINGREQUEST']._serialized_start=187
-  _globals['_EMBEDDINGREQUEST']._serialized_end=541
-  _globals['_EMBEDDING']._serialized_start=543
-  _globals['_EMBEDDING']._serialized_end=601
-  _globals['_EMBEDDINGUSAGE']._serialized_start=603
-  _globals['_EMBEDDINGUSAGE']._serialized_end=664
-  _globals['_EMBEDDINGRESPONSE']._serialized_start=666
-  _globals['_EMBEDDINGRESPONSE']._serialized_end=784
+  _globals['_ENCODINGFORMAT']._serialized_start=736
+  _globals['_ENCODINGFORMAT']._serialized_end=840
+  _globals['_TEXTLIST']._serialized_start=46
+  _globals['_TEXTLIST']._serialized_end=71
+  _globals['_TOKENLIST']._serialized_start=73
+  _globals['_TOKENLIST']._serialized_end=100
+  _globals['_TOKENLISTS']._serialized_start=102
+  _globals['_TOKENLISTS']._serialized_end=154
+  _globals['_EMBEDDINGREQUEST']._serialized_start=157
+  _globals['_EMBEDDINGREQUEST']._serialized_end=491
+  _globals['_EMBEDDING']._serialized_start=493
+  _globals['_EMBEDDING']._serialized_end=551
+  _globals['_EMBEDDINGUSAGE']._serialized_start=553
+  _globals['_EMBEDDINGUSAGE']._serialized_end=614
+  _globals['_EMBEDDINGRESPONSE']._serialized_start=616
+  _globals['_EMBEDDINGRESPONSE']._serialized_end=734
 # @@protoc_insertion_point(module_scope)

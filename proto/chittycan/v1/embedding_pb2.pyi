@@ -6,7 +6,6 @@ Canonical embedding model: requests and responses."""
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
@@ -130,7 +129,7 @@ class EmbeddingRequest(_message.Message):
     ENCODING_FORMAT_FIELD_NUMBER: _builtins.int
     DIMENSIONS_FIELD_NUMBER: _builtins.int
     USER_FIELD_NUMBER: _builtins.int
-    EXTRA_FIELD_NUMBER: _builtins.int
+    EXTRA_JSON_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """Model name as the client asked for it."""
     text: _builtins.str
@@ -141,6 +140,8 @@ class EmbeddingRequest(_message.Message):
     """Output dimensions."""
     user: _builtins.str
     """End-user identifier."""
+    extra_json: _builtins.bytes
+    """JSON object of the request fields this model does not name, forwarded unchanged."""
     @_builtins.property
     def texts(self) -> Global___TextList:
         """Several strings."""
@@ -153,10 +154,6 @@ class EmbeddingRequest(_message.Message):
     def token_lists(self) -> Global___TokenLists:
         """Several token arrays."""
 
-    @_builtins.property
-    def extra(self) -> _struct_pb2.Struct:
-        """Request fields this model does not name, forwarded unchanged."""
-
     def __init__(
         self,
         *,
@@ -168,11 +165,11 @@ class EmbeddingRequest(_message.Message):
         encoding_format: Global___EncodingFormat.ValueType = ...,
         dimensions: _builtins.int | None = ...,
         user: _builtins.str | None = ...,
-        extra: _struct_pb2.Struct | None = ...,
+        extra_json: _builtins.bytes = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_dimensions", b"_dimensions", "_user", b"_user", "dimensions", b"dimensions", "extra", b"extra", "input", b"input", "text", b"text", "texts", b"texts", "token_lists", b"token_lists", "tokens", b"tokens", "user", b"user"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_dimensions", b"_dimensions", "_user", b"_user", "dimensions", b"dimensions", "input", b"input", "text", b"text", "texts", b"texts", "token_lists", b"token_lists", "tokens", b"tokens", "user", b"user"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_dimensions", b"_dimensions", "_user", b"_user", "dimensions", b"dimensions", "encoding_format", b"encoding_format", "extra", b"extra", "input", b"input", "model", b"model", "text", b"text", "texts", b"texts", "token_lists", b"token_lists", "tokens", b"tokens", "user", b"user"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_dimensions", b"_dimensions", "_user", b"_user", "dimensions", b"dimensions", "encoding_format", b"encoding_format", "extra_json", b"extra_json", "input", b"input", "model", b"model", "text", b"text", "texts", b"texts", "token_lists", b"token_lists", "tokens", b"tokens", "user", b"user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__dimensions: _TypeAlias = _typing.Literal["dimensions"]  # noqa: Y015
     _WhichOneofArgType__dimensions: _TypeAlias = _typing.Literal["_dimensions", b"_dimensions"]  # noqa: Y015

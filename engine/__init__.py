@@ -1,0 +1,1 @@
+"""ChittyCan routing engine: a grpc.aio server speaking chittycan.v1."""

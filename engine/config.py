@@ -1,0 +1,201 @@
+"""Engine settings: packaged defaults, the deployment's TOML file, then environment overrides."""
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+CONFIG_ENV = "CHITTYCAN_CONFIG"
+DEFAULT_CONFIG_FILE = "chittycan.toml"
+
+# Environment variable -> (table, key) it overrides.
+_ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
+    "CHITTYCAN_PORT": ("server", "port"),
+    "CHITTYCAN_ENGINE_ADDR": ("server", "engine_addr"),
+    "CHITTYCAN_DATA_DIR": ("server", "data_dir"),
+    "CHITTYCAN_MODE": ("server", "mode"),
+    "CHITTYCAN_OPENAI_BASE_URL": ("providers", "openai", "base_url"),
+    "CHITTYCAN_ANTHROPIC_BASE_URL": ("providers", "anthropic", "base_url"),
+    "CHITTYCAN_GROQ_BASE_URL": ("providers", "groq", "base_url"),
+    "OLLAMA_BASE_URL": ("providers", "ollama", "base_url"),
+    "CHITTYCAN_CACHE_MODE": ("cache", "mode"),
+}
+_INT_KEYS = {"port"}
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the setting."""
+
+
+@dataclass(frozen=True)
+class ProviderSettings:
+    """One upstream: its dialect, base URL and where its key comes from."""
+
+    name: str
+    kind: str
+    base_url: str
+    api_key: str | None = field(repr=False)
+    api_key_env: str
+
+
+@dataclass(frozen=True)
+class RouteSettings:
+    """One route as configured."""
+
+    model: str
+    provider: str
+    upstream_model: str
+    connect_timeout: float
+    first_byte_timeout: float
+    total_timeout: float
+    fallbacks: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RetrySettings:
+    """Retry policy before moving on to a route's fallbacks."""
+
+    attempts: int
+    backoff_initial: float
+    backoff_max: float
+    retry_after_max: float
+
+
+@dataclass(frozen=True)
+class CacheSettings:
+    """Response cache policy and bounds."""
+
+    mode: str
+    ttl_seconds: int
+    max_bytes: int
+    shared: bool
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the engine is built from."""
+
+    port: int
+    engine_addr: str
+    data_dir: Path
+    mode: str
+    dev_provider: str
+    dev_model: str
+    providers: Mapping[str, ProviderSettings]
+    routes: tuple[RouteSettings, ...]
+    retry: RetrySettings
+    cache: CacheSettings
+    store_map_size: int
+    prices: Mapping[str, Any]
+    raw: Mapping[str, Any] = field(repr=False)
+
+
+def config_path(environ: Mapping[str, str]) -> Path:
+    """The deployment's config file path (may not exist)."""
+    return Path(environ.get(CONFIG_ENV, DEFAULT_CONFIG_FILE))
+
+
+def load_raw(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Defaults merged with the deployment's file and environment overrides, as plain TOML data."""
+    env = os.environ if environ is None else environ
+    data = tomllib.loads(resources.files("engine").joinpath("defaults.toml").read_text())
+    path = config_path(env)
+    if path.exists():
+        try:
+            user = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: {exc}") from exc
+        _merge(data, user)
+    for var, keys in _ENV_OVERRIDES.items():
+        if value := env.get(var):
+            table = data
+            for key in keys[:-1]:
+                table = table.setdefault(key, {})
+            table[keys[-1]] = int(value) if keys[-1] in _INT_KEYS else value
+    return data
+
+
+def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> None:
+    """Merge tables recursively; a deployment's `routes` list goes before the defaults, so it wins."""
+    for key, value in override.items():
+        if key == "routes":
+            base["routes"] = list(value) + list(base.get("routes", []))
+        elif isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Load and validate the settings."""
+    env = os.environ if environ is None else environ
+    raw = load_raw(env)
+    server = raw["server"]
+    providers = {name: _provider(name, table, env) for name, table in raw.get("providers", {}).items()}
+    routes = tuple(_route(table, providers) for table in raw.get("routes", []))
+    retry = raw.get("retry", {})
+    return Settings(
+        port=int(server["port"]),
+        engine_addr=str(server["engine_addr"]),
+        data_dir=Path(server["data_dir"]),
+        mode=str(server.get("mode", "normal")),
+        dev_provider=str(server.get("dev_provider", "ollama")),
+        dev_model=str(server.get("dev_model", "llama3")),
+        providers=providers,
+        routes=routes,
+        retry=RetrySettings(
+            attempts=max(1, int(retry.get("attempts", 2))),
+            backoff_initial=float(retry.get("backoff_initial", 0.1)),
+            backoff_max=float(retry.get("backoff_max", 2.0)),
+            retry_after_max=float(retry.get("retry_after_max", 10.0)),
+        ),
+        cache=_cache(raw.get("cache", {})),
+        store_map_size=int(raw.get("store", {}).get("map_size_mb", 1024)) << 20,
+        prices=raw.get("prices", {}),
+        raw=raw,
+    )
+
+
+def _cache(table: Mapping[str, Any]) -> CacheSettings:
+    namespace = table.get("namespace", "tenant")
+    if namespace not in {"tenant", "shared"}:
+        raise ConfigError(f"cache.namespace must be tenant or shared, not {namespace!r}")
+    return CacheSettings(
+        mode=str(table.get("mode", "deterministic")),
+        ttl_seconds=int(table.get("ttl_seconds", 86400)),
+        max_bytes=int(float(table.get("max_mb", 256)) * (1 << 20)),
+        shared=namespace == "shared",
+    )
+
+
+def _provider(name: str, table: Mapping[str, Any], env: Mapping[str, str]) -> ProviderSettings:
+    kind = table.get("kind")
+    if kind not in {"openai", "anthropic", "echo"}:
+        raise ConfigError(f"providers.{name}.kind must be openai, anthropic or echo, not {kind!r}")
+    key_env = str(table.get("api_key_env", ""))
+    api_key = table.get("api_key") or (env.get(key_env) if key_env else None) or None
+    base_url = str(table.get("base_url", "")).rstrip("/")
+    prefix = str(table.get("api_prefix", "")).rstrip("/")
+    if prefix and not base_url.endswith(prefix):
+        base_url += prefix
+    return ProviderSettings(name, kind, base_url, api_key, key_env)
+
+
+def _route(table: Mapping[str, Any], providers: Mapping[str, ProviderSettings]) -> RouteSettings:
+    model = table.get("model")
+    provider = table.get("provider")
+    if not model or provider not in providers:
+        raise ConfigError(f"route {table!r}: needs a model and a provider among {sorted(providers)}")
+    total = float(table.get("timeout", 600.0))
+    return RouteSettings(
+        model=str(model),
+        provider=str(provider),
+        upstream_model=str(table.get("upstream_model", "{model}")),
+        connect_timeout=float(table.get("connect_timeout", 10.0)),
+        first_byte_timeout=float(table.get("first_byte_timeout", min(total, 120.0))),
+        total_timeout=total,
+        fallbacks=tuple(table.get("fallbacks", ())),
+    )

@@ -1,0 +1,20 @@
+"""Explicit provider registry: dialect name -> constructor. No discovery at import time."""
+
+import aiohttp
+
+from engine.config import ProviderSettings
+from engine.providers.anthropic import AnthropicProvider
+from engine.providers.base import Provider
+from engine.providers.echo import EchoProvider
+from engine.providers.openai import OpenAIProvider
+
+
+def build_provider(settings: ProviderSettings, session: aiohttp.ClientSession) -> Provider:
+    """Construct the provider a configured upstream's `kind` names."""
+    if settings.kind == "openai":
+        return OpenAIProvider(settings.name, settings.base_url, session)
+    if settings.kind == "anthropic":
+        return AnthropicProvider(settings.name, settings.base_url, session)
+    if settings.kind == "echo":
+        return EchoProvider(settings.name)
+    raise ValueError(f"provider {settings.name}: unknown kind {settings.kind!r}")

@@ -1,0 +1,101 @@
+"""Model name -> ordered chain of provider routes (exact names first, then glob patterns, then fallbacks)."""
+
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+
+import grpc
+
+from engine.config import RouteSettings, Settings
+from engine.errors import MODEL_NOT_FOUND, GatewayError
+
+_CACHE_LIMIT = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """A resolved route: which provider answers a model name, under which upstream id and timeouts."""
+
+    model: str
+    provider: str
+    upstream_model: str
+    connect_timeout: float
+    first_byte_timeout: float
+    total_timeout: float
+
+
+class Router:
+    """Resolves model names against the configured route table; dev mode sends every model to one provider."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._exact = {r.model: r for r in settings.routes if not _is_pattern(r.model)}
+        self._patterns = [r for r in settings.routes if _is_pattern(r.model)]
+        self._dev = settings.mode == "dev"
+        self._dev_provider = settings.dev_provider
+        self._dev_model = settings.dev_model
+        self._cache: dict[str, tuple[Route, ...]] = {}
+
+    def resolve(self, model: str) -> tuple[Route, ...]:
+        """The primary route for `model` followed by its fallbacks; raises NOT_FOUND for an unknown model."""
+        chain = self._cache.get(model)
+        if chain is None:
+            chain = self._build_chain(model)
+            if len(self._cache) < _CACHE_LIMIT:  # pattern routes admit any name: bound what is remembered
+                self._cache[model] = chain
+        return chain
+
+    def models(self) -> list[str]:
+        """Names clients can use (exact routes; patterns cannot be listed)."""
+        return list(self._exact)
+
+    def _build_chain(self, model: str) -> tuple[Route, ...]:
+        first = self._match(model)
+        if first is None:
+            raise GatewayError(
+                grpc.StatusCode.NOT_FOUND,
+                MODEL_NOT_FOUND,
+                f"The model `{model}` does not exist or you do not have access to it.",
+                param="model",
+            )
+        if self._dev:
+            return (self._dev_route(model, first),)
+        chain: list[Route] = []
+        pending = [(model, first)]
+        seen: set[str] = set()
+        while pending:
+            name, settings = pending.pop(0)
+            if name in seen:
+                continue
+            seen.add(name)
+            chain.append(_route(name, settings))
+            pending.extend((f, s) for f in settings.fallbacks if (s := self._match(f)) is not None)
+        return tuple(chain)
+
+    def _match(self, model: str) -> RouteSettings | None:
+        if (exact := self._exact.get(model)) is not None:
+            return exact
+        return next((r for r in self._patterns if fnmatchcase(model, r.model)), None)
+
+    def _dev_route(self, model: str, settings: RouteSettings) -> Route:
+        return Route(
+            model=f"{self._dev_provider}/{self._dev_model}",
+            provider=self._dev_provider,
+            upstream_model=self._dev_model,
+            connect_timeout=settings.connect_timeout,
+            first_byte_timeout=settings.first_byte_timeout,
+            total_timeout=settings.total_timeout,
+        )
+
+
+def _is_pattern(model: str) -> bool:
+    return any(ch in model for ch in "*?[")
+
+
+def _route(name: str, settings: RouteSettings) -> Route:
+    return Route(
+        model=name,
+        provider=settings.provider,
+        upstream_model=settings.upstream_model.replace("{model}", name),
+        connect_timeout=settings.connect_timeout,
+        first_byte_timeout=settings.first_byte_timeout,
+        total_timeout=settings.total_timeout,
+    )

@@ -1,0 +1,104 @@
+"""Builds the engine's objects from Settings, wires them, and runs the grpc.aio server."""
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass
+
+import aiohttp
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from chittycan.v1 import gateway_pb2_grpc
+from engine.auth import Authenticator
+from engine.cache import CachePolicy, ResponseCache
+from engine.config import Settings
+from engine.dispatch import Dispatcher
+from engine.gateway import Gateway
+from engine.ledger import UsageLedger
+from engine.pricing import PriceTable, load_prices
+from engine.providers import build_provider
+from engine.routing import Router
+from engine.service import GatewayServicer
+from engine.store import Store, StoreWriter
+
+log = logging.getLogger(__name__)
+
+# Keepalives keep the facade's long-lived channel healthy; large messages allow big embedding batches.
+GRPC_OPTIONS = [
+    ("grpc.max_receive_message_length", 64 << 20),
+    ("grpc.max_send_message_length", 64 << 20),
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.so_reuseport", 1),
+]
+
+
+@dataclass
+class Engine:
+    """A running engine: its port and the parts that must be closed in order."""
+
+    server: grpc.aio.Server
+    port: int
+    gateway: Gateway
+    ledger: UsageLedger
+    cache: ResponseCache
+    health: health.HealthServicer
+    _session: aiohttp.ClientSession
+    _writer: StoreWriter
+    _store: Store
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stop taking calls, let running ones finish, then flush the store and close everything."""
+        self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+        await self._writer.close()
+        await self._session.close()
+        self._store.close()
+
+
+async def start_engine(settings: Settings) -> Engine:
+    """Build and start an engine listening on `settings.engine_addr` (port 0 picks a free port)."""
+    store = Store(settings.data_dir, map_size=settings.store_map_size)
+    writer = StoreWriter(store)
+    writer.start()
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=60),
+        auto_decompress=True,
+    )
+    providers = {name: build_provider(p, session) for name, p in settings.providers.items()}
+    ledger = UsageLedger(store, writer)
+    cache = ResponseCache(store, writer, ttl_seconds=settings.cache.ttl_seconds, max_bytes=settings.cache.max_bytes)
+    gateway = Gateway(
+        router=Router(settings),
+        dispatcher=Dispatcher(providers, settings.providers, settings.retry),
+        authenticator=Authenticator(),
+        cache=cache,
+        policy=CachePolicy(settings.cache.mode),
+        prices=PriceTable(load_prices(settings.prices)),
+        ledger=ledger,
+        shared_cache=settings.cache.shared,
+    )
+    server = grpc.aio.server(options=GRPC_OPTIONS)
+    gateway_pb2_grpc.add_GatewayServiceServicer_to_server(GatewayServicer(gateway), server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    port = server.add_insecure_port(settings.engine_addr)
+    await server.start()
+    for service in ("", "chittycan.v1.GatewayService"):
+        health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+    log.info("engine listening on %s (port %d), mode %s", settings.engine_addr, port, settings.mode)
+    return Engine(server, port, gateway, ledger, cache, health_servicer, session, writer, store)
+
+
+async def run(settings: Settings) -> None:
+    """Serve until SIGINT/SIGTERM, then shut down cleanly."""
+    engine = await start_engine(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("engine shutting down")
+    await engine.stop()

@@ -1,0 +1,114 @@
+"""The one LMDB environment under the data directory, shared by every engine process, and its batched writer."""
+
+import asyncio
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import lmdb
+
+log = logging.getLogger(__name__)
+
+WriteOp = Callable[[Any], None]
+_BATCH = 512
+
+
+class Store:
+    """Opens the environment once per process; LMDB's own lock makes several processes safe.
+
+    Commits are durable (fsync per transaction) and LMDB is copy-on-write, so a crashed process never leaves a
+    corrupted store: at worst the transaction in flight is lost.
+    """
+
+    def __init__(self, data_dir: Path, *, map_size: int = 1 << 30) -> None:
+        path = data_dir / "store"
+        path.mkdir(parents=True, exist_ok=True)
+        self.env = lmdb.open(str(path), map_size=map_size, max_dbs=16, metasync=False, readahead=False)
+        self._dbs: dict[bytes, Any] = {}
+
+    def db(self, name: str) -> Any:
+        """A named database, created on first use."""
+        key = name.encode()
+        if key not in self._dbs:
+            self._dbs[key] = self.env.open_db(key)
+        return self._dbs[key]
+
+    def write(self, ops: list[WriteOp]) -> None:
+        """Run `ops` in one write transaction (blocking: call from a thread)."""
+        with self.env.begin(write=True) as txn:
+            for op in ops:
+                op(txn)
+
+    def close(self) -> None:
+        """Close the environment."""
+        self.env.close()
+
+
+class StoreWriter:
+    """Queues writes off the request path and commits them in batches on a worker thread.
+
+    `flush()` waits until everything submitted so far is committed; `close()` flushes and stops, so a clean
+    shutdown loses nothing.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._queue: asyncio.Queue[WriteOp | asyncio.Event] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start the writer task on the running loop."""
+        self._task = asyncio.create_task(self._run(), name="store-writer")
+
+    def submit(self, op: WriteOp) -> None:
+        """Queue one write; never blocks."""
+        self._queue.put_nowait(op)
+
+    async def flush(self) -> None:
+        """Wait for everything submitted before this call to be committed."""
+        done = asyncio.Event()
+        self._queue.put_nowait(done)
+        await done.wait()
+
+    async def close(self) -> None:
+        """Flush and stop the writer."""
+        if self._task is None:
+            return
+        await self.flush()
+        self._task.cancel()
+        try:
+            await self._task
+        except asyncio.CancelledError:
+            if not self._task.cancelled():
+                raise
+        self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            item = await self._queue.get()
+            batch: list[WriteOp] = []
+            waiters: list[asyncio.Event] = []
+            while True:
+                if isinstance(item, asyncio.Event):
+                    waiters.append(item)
+                else:
+                    batch.append(item)
+                if len(batch) >= _BATCH or self._queue.empty():
+                    break
+                item = self._queue.get_nowait()
+            if batch:
+                await asyncio.to_thread(self._commit, batch)
+            for waiter in waiters:
+                waiter.set()
+
+    def _commit(self, batch: list[WriteOp]) -> None:
+        try:
+            self._store.write(batch)
+        except lmdb.Error:
+            log.exception("batched store write failed; retrying each write alone")
+            for op in batch:
+                try:
+                    self._store.write([op])
+                except lmdb.Error:
+                    log.exception("store write lost")

@@ -1,0 +1,89 @@
+"""The aiohttp application factory: routes, OpenAI-format errors for everything, and the engine channel."""
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from aiohttp import web
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from clients.gateway import GatewayClient
+from facade import calls, headers
+from facade.chat import create_chat_completion
+from facade.embeddings import create_embeddings
+from facade.errors import error_body
+from facade.models import list_models, retrieve_model
+from facade.state import ENGINE
+
+log = logging.getLogger(__name__)
+MAX_BODY_BYTES = 64 << 20
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def openai_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Whatever goes wrong, the client gets an OpenAI error body with the right status, never a traceback."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        message = exc.reason
+        if exc.status == 404:
+            message = f"Invalid URL ({request.method} {request.path})"
+        elif exc.status == 413:
+            message = f"Request body too large: the limit is {MAX_BODY_BYTES} bytes."
+        return _error(exc.status, message, "invalid_request_error")
+    except (ConnectionResetError, OSError):
+        raise
+    except Exception:
+        request_id = calls.request_id()
+        log.exception("unexpected error in facade request %s", request_id)
+        return _error(500, f"The gateway had an internal error (request id {request_id}).", "server_error")
+
+
+def _error(status: int, message: str, type_: str) -> web.Response:
+    return web.Response(
+        status=status,
+        body=error_body(message, type_, None, None),
+        content_type="application/json",
+        headers={headers.REQUEST_ID: calls.request_id()},
+    )
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Liveness: the facade process answers."""
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness: the engine answers its gRPC health check (the engine checks its own store)."""
+    client = request.app[ENGINE]
+    try:
+        stub = health_pb2_grpc.HealthStub(client.channel)
+        reply = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=2.0)
+    except Exception as exc:  # noqa: BLE001 - any failure means not ready
+        return web.json_response({"status": "unavailable", "engine": type(exc).__name__}, status=503)
+    if reply.status != health_pb2.HealthCheckResponse.SERVING:
+        return web.json_response({"status": "unavailable", "engine": "not serving"}, status=503)
+    return web.json_response({"status": "ok"})
+
+
+def create_app(engine_addr: str) -> web.Application:
+    """The facade app, talking to the engine at `engine_addr`."""
+    app = web.Application(middlewares=[openai_errors], client_max_size=MAX_BODY_BYTES)
+
+    async def engine_channel(app: web.Application) -> AsyncIterator[None]:
+        client = GatewayClient(engine_addr)
+        app[ENGINE] = client
+        yield
+        await client.close()
+
+    app.cleanup_ctx.append(engine_channel)
+    app.router.add_post("/v1/chat/completions", create_chat_completion)
+    app.router.add_post("/v1/embeddings", create_embeddings)
+    app.router.add_get("/v1/models", list_models)
+    app.router.add_get("/v1/models/{model:.+}", retrieve_model)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    return app
