@@ -98,8 +98,9 @@ def config_path(environ: Mapping[str, str]) -> Path:
     return Path(environ.get(CONFIG_ENV, DEFAULT_CONFIG_FILE))
 
 
-def load_raw(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """Defaults merged with the deployment's file and environment overrides, as plain TOML data."""
+def load_raw(environ: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Defaults merged with the deployment's file, then `overrides` (tables, as the file would have them), then
+    environment variables, as plain TOML data."""
     env = os.environ if environ is None else environ
     data = tomllib.loads(resources.files("engine").joinpath("defaults.toml").read_text())
     path = config_path(env)
@@ -109,6 +110,8 @@ def load_raw(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: {exc}") from exc
         _merge(data, user)
+    if overrides:
+        _merge(data, overrides)
     for var, keys in _ENV_OVERRIDES.items():
         if value := env.get(var):
             table = data
@@ -129,10 +132,10 @@ def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> None:
             base[key] = value
 
 
-def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+def load_settings(environ: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None) -> Settings:
     """Load and validate the settings."""
     env = os.environ if environ is None else environ
-    raw = load_raw(env)
+    raw = load_raw(env, overrides)
     server = raw["server"]
     providers = {name: _provider(name, table, env) for name, table in raw.get("providers", {}).items()}
     routes = tuple(_route(table, providers) for table in raw.get("routes", []))

@@ -15,6 +15,7 @@ import anthropic
 import openai
 import orjson
 import pytest
+from pytest_aiohttp import AiohttpServer
 
 from tests.upstream import ScriptedUpstream, anthropic_error, load_fixture, openai_error, start_upstream
 
@@ -155,11 +156,8 @@ async def test_openai_stream_frames_are_byte_exact(served: Served, http: aiohttp
         f'data: {{"id":"{chunk_id}","object":"chat.completion.chunk","created":1733000000,'
         '"model":"gpt-4o-2024-08-06","service_tier":"default","system_fingerprint":"fp_chitty01","choices":'
     ).encode()
-    assert (
-        frames[0]
-        == head
-        + b'[{"index":0,"delta":{"role":"assistant","content":"","refusal":null},"logprobs":null,"finish_reason":null}]}'
-    )
+    role = b'{"role":"assistant","content":"","refusal":null}'
+    assert frames[0] == head + b'[{"index":0,"delta":' + role + b',"logprobs":null,"finish_reason":null}]}'
     assert frames[1] == head + b'[{"index":0,"delta":{"content":"Hello!"},"logprobs":null,"finish_reason":null}]}'
     assert frames[-3] == head + b'[{"index":0,"delta":{},"logprobs":null,"finish_reason":"stop"}]}'
 
@@ -185,15 +183,16 @@ async def test_openai_tool_round_trip_choices_and_logprobs(oai: openai.AsyncOpen
         tools=[WEATHER_TOOL],
         tool_choice={"type": "function", "function": {"name": "get_weather"}},
     )
-    message = forced.choices[0].message
-    assert message.tool_calls is not None
-    assert message.tool_calls[0].function.arguments == '{"location": "Paris"}'
+    [call] = forced.choices[0].message.tool_calls or []
+    assert call.type == "function"
+    assert call.function.arguments == '{"location": "Paris"}'
+    replayed_call: Any = {"id": call.id, "type": "function", "function": call.function.model_dump()}
     answered = await oai.chat.completions.create(
         model="gpt-4o",
         messages=[
             {"role": "user", "content": "weather?"},
-            {"role": "assistant", "content": None, "tool_calls": [message.tool_calls[0].model_dump()]},  # type: ignore[list-item]
-            {"role": "tool", "tool_call_id": message.tool_calls[0].id, "content": "sunny, 21C"},
+            {"role": "assistant", "content": None, "tool_calls": [replayed_call]},
+            {"role": "tool", "tool_call_id": call.id, "content": "sunny, 21C"},
         ],
         tools=[WEATHER_TOOL],
     )
@@ -378,7 +377,9 @@ async def test_anthropic_text_and_tools(claude: anthropic.AsyncAnthropic, served
     recorded = served.upstream.requests[-1]
     assert recorded.path == "/v1/messages"
     # Anthropic SDK 2.x sends the key as a bearer token; older ones send x-api-key. The upstream takes both.
-    assert (recorded.headers.get("x-api-key") or recorded.headers["authorization"].removeprefix("Bearer ")) == "sk-ant-test"
+    assert (
+        recorded.headers.get("x-api-key") or recorded.headers["authorization"].removeprefix("Bearer ")
+    ) == "sk-ant-test"
     assert "anthropic-version" in recorded.headers
     forced = await claude.messages.create(
         model="claude-sonnet-4-20250514",
@@ -390,12 +391,13 @@ async def test_anthropic_text_and_tools(claude: anthropic.AsyncAnthropic, served
     [tool_use] = forced.content
     assert tool_use.type == "tool_use"
     assert (tool_use.name, tool_use.input, forced.stop_reason) == ("get_weather", {"location": "Paris"}, "tool_use")
+    replayed_use: Any = {"type": "tool_use", "id": tool_use.id, "name": tool_use.name, "input": tool_use.input}
     answered = await claude.messages.create(
         model="claude-sonnet-4-20250514",
         max_tokens=64,
         messages=[
             {"role": "user", "content": "weather?"},
-            {"role": "assistant", "content": [tool_use.model_dump()]},  # type: ignore[list-item]
+            {"role": "assistant", "content": [replayed_use]},
             {"role": "user", "content": [{"type": "tool_result", "tool_use_id": tool_use.id, "content": "sunny"}]},
         ],
         tools=[CLAUDE_WEATHER_TOOL],
@@ -524,7 +526,8 @@ async def test_anthropic_errors(claude: anthropic.AsyncAnthropic, served: Served
             400,
             (
                 "invalid_request_error",
-                'messages: roles must alternate between "user" and "assistant", but found multiple "user" roles in a row',
+                'messages: roles must alternate between "user" and "assistant", '
+                'but found multiple "user" roles in a row',
             ),
         ),
     ],
@@ -557,3 +560,30 @@ async def test_standalone_process_prints_ready(http: aiohttp.ClientSession) -> N
     finally:
         proc.terminate()
         assert await proc.wait() == 0
+
+
+async def test_serves_under_pytest_aiohttp(aiohttp_server: AiohttpServer, http: aiohttp.ClientSession) -> None:
+    upstream = ScriptedUpstream()
+    server = await aiohttp_server(upstream.app)
+    upstream.script(hang_after_chunks=3)
+    request = {"model": "claude-x", "max_tokens": 8, "stream": True, "messages": [{"role": "user", "content": "yo"}]}
+    async with http.post(str(server.make_url("/v1/messages")), json=request, headers=ANTHROPIC_HEADERS) as r:
+        frames = [await r.content.readuntil(b"\n\n") for _ in range(3)]
+    assert frames[2] == b'event: ping\ndata: {"type": "ping"}\n\n'
+    await asyncio.wait_for(upstream.stream_closed.wait(), timeout=5)
+    assert [req.path for req in upstream.requests] == ["/v1/messages"]
+
+
+async def test_cleanup_releases_a_hung_stream(http: aiohttp.ClientSession) -> None:
+    upstream, runner, url = await start_upstream()
+    try:
+        upstream.script(hang_after_chunks=1)
+        request = {"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}], "stream": True}
+        async with http.post(f"{url}/v1/chat/completions", json=request, headers={"Authorization": "Bearer k"}) as r:
+            assert (await r.content.readuntil(b"\n\n")).startswith(b'data: {"id":"chatcmpl-')
+            await asyncio.wait_for(runner.cleanup(), timeout=5)
+            with pytest.raises(aiohttp.ClientPayloadError):
+                await r.read()
+    finally:
+        await runner.cleanup()
+    assert not upstream.stream_closed.is_set()

@@ -160,10 +160,8 @@ class ScriptedUpstream:
         hang = script.hang_after_chunks if script else None
         fail = script.fail_after_chunks if script else None
         cut = min((n for n in (hang, fail) if n is not None), default=None)
-        if cut is None or (not reply.stream and cut >= len(reply.chunks)):
-            if not reply.stream:
-                return web.Response(status=reply.status, body=b"".join(reply.chunks), headers=headers)
-            cut = None
+        if not reply.stream and (cut is None or cut >= len(reply.chunks)):
+            return web.Response(status=reply.status, body=b"".join(reply.chunks), headers=headers)
         resp = web.StreamResponse(status=reply.status, headers=headers)
         if not reply.stream:
             resp.content_length = sum(len(chunk) for chunk in reply.chunks)

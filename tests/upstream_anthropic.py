@@ -74,7 +74,8 @@ def _role_error(messages: list[Any]) -> str | None:
         return 'messages: first message must use the "user" role'
     for before, after in pairwise(roles):
         if before == after:
-            return f'messages: roles must alternate between "user" and "assistant", but found multiple "{after}" roles in a row'
+            alternate = 'messages: roles must alternate between "user" and "assistant"'
+            return f'{alternate}, but found multiple "{after}" roles in a row'
     return None
 
 
@@ -112,7 +113,9 @@ def _blocks(content: Any) -> list[dict[str, Any]]:
 def _called_tool(body: dict[str, Any], text: str) -> tuple[str, bool] | None:
     """(tool name, forced) when Claude would call a tool."""
     tools = [t for t in body.get("tools") or [] if isinstance(t, dict)]
-    choice = body.get("tool_choice") or {"type": "auto"}
+    choice = body.get("tool_choice")
+    if not isinstance(choice, dict):
+        choice = {"type": "auto"}
     if not tools or choice.get("type") == "none":
         return None
     if choice.get("type") == "tool":
@@ -141,8 +144,8 @@ def _content(req: RecordedRequest) -> tuple[list[dict[str, Any]], str, int]:
         text = "The tool said: " + text_of(results)
     elif called := _called_tool(body, user_text):
         name, forced = called
-        tool_use = {"type": "tool_use", "id": "toolu_01" + hex_id(req.raw, 22, "toolu"), "name": name}
-        tool_use["input"] = {"location": "Paris"}
+        tool_id = "toolu_01" + hex_id(req.raw, 22, "toolu")
+        tool_use = {"type": "tool_use", "id": tool_id, "name": name, "input": {"location": "Paris"}}
         preamble = [] if forced else [{"type": "text", "text": _PREAMBLE}]
         return [*preamble, tool_use], "tool_use", len(_INPUT_FRAGMENTS) + (0 if forced else len(_PREAMBLE.split()))
     else:
@@ -158,7 +161,7 @@ def render_messages(req: RecordedRequest) -> Reply:
     body: dict[str, Any] = req.json
     content, stop_reason, output_tokens = _content(req)
     usage = {"input_tokens": _input_tokens(body), "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
-    message = {"id": "msg_01" + hex_id(req.raw, 22, "msg"), "type": "message", "role": "assistant"}
+    message: dict[str, Any] = {"id": "msg_01" + hex_id(req.raw, 22, "msg"), "type": "message", "role": "assistant"}
     message |= {"model": body["model"], "content": content, "stop_reason": stop_reason, "stop_sequence": None}
     if not body.get("stream"):
         message["usage"] = {**usage, "output_tokens": output_tokens}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import math
+import re
 import struct
 from dataclasses import dataclass
 from typing import Any
@@ -58,6 +59,7 @@ _STATUS_ERRORS: dict[int, tuple[str, str, str | None]] = {
     429: ("Rate limit reached for requests", "requests", "rate_limit_exceeded"),
     503: ("The server is overloaded or not ready yet.", "server_error", None),
 }
+_TINY_FLOAT = re.compile(rb"-?0\.0000\d+|-?\d(?:\.\d+)?e-\d+")
 _SERVER_ERROR = ("The server had an error while processing your request. Sorry about that!", "server_error", None)
 
 
@@ -176,19 +178,44 @@ def _logprob(token: str, top: int) -> dict[str, Any]:
         {"token": f"{token}{i}", "logprob": value - i, "bytes": list(f"{token}{i}".encode())} for i in range(1, top)
     ]
     head = {"token": token, "logprob": value, "bytes": list(token.encode())}
-    return {**head, "top_logprobs": ([head] + alternatives) if top else []}
+    return {**head, "top_logprobs": [head, *alternatives] if top else []}
 
 
-def _tool_call(req: RecordedRequest, index: int, name: str) -> dict[str, Any]:
-    call_id = "call_" + hex_id(req.raw, 24, f"call{index}")
-    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": "".join(_ARGUMENT_FRAGMENTS)}}
+@dataclass(frozen=True)
+class _Chat:
+    """A chat request with its answer decided: everything the JSON and SSE renderings share."""
 
+    req: RecordedRequest
+    answer: _Answer
+    model: str
+    service_tier: str
+    n: int
+    top_logprobs: int | None  # None unless logprobs were asked for
+    prompt_tokens: int
 
-def _message(req: RecordedRequest, answer: _Answer, index: int) -> dict[str, Any]:
-    if answer.tool is None:
-        return {"role": "assistant", "content": "".join(answer.pieces), "refusal": None, "annotations": []}
-    calls = [_tool_call(req, index, answer.tool)]
-    return {"role": "assistant", "content": None, "tool_calls": calls, "refusal": None, "annotations": []}
+    @property
+    def id(self) -> str:
+        return "chatcmpl-" + hex_id(self.req.raw, 24)
+
+    def usage(self) -> dict[str, Any]:
+        return _usage(self.prompt_tokens, self.n * len(self.answer.pieces or _ARGUMENT_FRAGMENTS))
+
+    def tool_call(self, index: int) -> dict[str, Any]:
+        call_id = "call_" + hex_id(self.req.raw, 24, f"call{index}")
+        arguments = "".join(_ARGUMENT_FRAGMENTS)
+        return {"id": call_id, "type": "function", "function": {"name": self.answer.tool, "arguments": arguments}}
+
+    def message(self, index: int) -> dict[str, Any]:
+        if self.answer.tool is None:
+            content = "".join(self.answer.pieces)
+            return {"role": "assistant", "content": content, "refusal": None, "annotations": []}
+        calls = [self.tool_call(index)]
+        return {"role": "assistant", "content": None, "tool_calls": calls, "refusal": None, "annotations": []}
+
+    def logprobs(self, pieces: list[str]) -> dict[str, Any] | None:
+        if self.top_logprobs is None:
+            return None
+        return {"content": [_logprob(piece, self.top_logprobs) for piece in pieces], "refusal": None}
 
 
 def render_chat(req: RecordedRequest) -> Reply:
@@ -196,51 +223,47 @@ def render_chat(req: RecordedRequest) -> Reply:
     if (error := _check(req, ("messages",))) is not None:
         return error
     body: dict[str, Any] = req.json
-    answer = _answer(body)
-    n = body.get("n") or 1
-    want_logprobs = bool(body.get("logprobs"))
-    top = body.get("top_logprobs") or 0
-    meta = {
-        "id": "chatcmpl-" + hex_id(req.raw, 24),
-        "model": _DATED_MODELS.get(body["model"], body["model"]),
-        "tier": body.get("service_tier") if body.get("service_tier") in ("flex", "priority") else "default",
-        "prompt": _prompt_tokens(body["messages"]),
-        "completion": len(answer.pieces or _ARGUMENT_FRAGMENTS),
-    }
+    tier = body.get("service_tier")
+    chat = _Chat(
+        req=req,
+        answer=_answer(body),
+        model=_DATED_MODELS.get(body["model"], body["model"]),
+        service_tier=tier if tier in ("flex", "priority") else "default",
+        n=body.get("n") or 1,
+        top_logprobs=(body.get("top_logprobs") or 0) if body.get("logprobs") else None,
+        prompt_tokens=_prompt_tokens(body["messages"]),
+    )
     if body.get("stream"):
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        return sse_reply(
-            _chat_frames(req, answer, n, meta, include_usage, top if want_logprobs else None), _headers(req)
-        )
+        return sse_reply(_chat_frames(chat, include_usage), _headers(req))
+    return json_reply(200, pretty_json(_chat_body(chat)), _headers(req))
+
+
+def _chat_body(chat: _Chat) -> dict[str, Any]:
     choices = [
         {
             "index": i,
-            "message": _message(req, answer, i),
-            "logprobs": {"content": [_logprob(p, top) for p in answer.pieces], "refusal": None}
-            if want_logprobs
-            else None,
-            "finish_reason": answer.finish,
+            "message": chat.message(i),
+            "logprobs": chat.logprobs(chat.answer.pieces),
+            "finish_reason": chat.answer.finish,
         }
-        for i in range(n)
+        for i in range(chat.n)
     ]
-    rendered = {
-        "id": meta["id"],
+    return {
+        "id": chat.id,
         "object": "chat.completion",
         "created": CREATED,
-        "model": meta["model"],
+        "model": chat.model,
         "choices": choices,
-        "usage": _usage(meta["prompt"], meta["completion"] * n),
-        "service_tier": meta["tier"],
+        "usage": chat.usage(),
+        "service_tier": chat.service_tier,
         "system_fingerprint": FINGERPRINT,
     }
-    return json_reply(200, pretty_json(rendered), _headers(req))
 
 
-def _chat_frames(
-    req: RecordedRequest, answer: _Answer, n: int, meta: dict[str, Any], include_usage: bool, top: int | None
-) -> list[bytes]:
-    head = {"id": meta["id"], "object": "chat.completion.chunk", "created": CREATED, "model": meta["model"]}
-    head |= {"service_tier": meta["tier"], "system_fingerprint": FINGERPRINT}
+def _chat_frames(chat: _Chat, include_usage: bool) -> list[bytes]:
+    head = {"id": chat.id, "object": "chat.completion.chunk", "created": CREATED, "model": chat.model}
+    head |= {"service_tier": chat.service_tier, "system_fingerprint": FINGERPRINT}
 
     def frame(choices: list[dict[str, Any]], usage: dict[str, Any] | None = None) -> bytes:
         chunk = {**head, "choices": choices, **({"usage": usage} if include_usage else {})}
@@ -250,22 +273,21 @@ def _chat_frames(
         return {"index": i, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
 
     frames = []
-    for i in range(n):
-        if answer.tool is None:
+    for i in range(chat.n):
+        if chat.answer.tool is None:
             frames.append(frame([choice(i, {"role": "assistant", "content": "", "refusal": None})]))
-            for piece in answer.pieces:
-                logprobs = None if top is None else {"content": [_logprob(piece, top)], "refusal": None}
-                frames.append(frame([choice(i, {"content": piece}, logprobs)]))
+            for piece in chat.answer.pieces:
+                frames.append(frame([choice(i, {"content": piece}, chat.logprobs([piece]))]))
         else:
-            call = _tool_call(req, i, answer.tool)
-            call = {"index": 0, **call, "function": {"name": answer.tool, "arguments": ""}}
+            call = {"index": 0, **chat.tool_call(i)}
+            call["function"] = {"name": chat.answer.tool, "arguments": ""}
             delta = {"role": "assistant", "content": None, "tool_calls": [call], "refusal": None}
             frames.append(frame([choice(i, delta)]))
             for fragment in _ARGUMENT_FRAGMENTS:
                 frames.append(frame([choice(i, {"tool_calls": [{"index": 0, "function": {"arguments": fragment}}]})]))
-        frames.append(frame([choice(i, {}, None, answer.finish)]))
+        frames.append(frame([choice(i, {}, None, chat.answer.finish)]))
     if include_usage:
-        frames.append(frame([], _usage(meta["prompt"], meta["completion"] * n)))
+        frames.append(frame([], chat.usage()))
     frames.append(b"data: [DONE]\n\n")
     return frames
 
@@ -274,11 +296,16 @@ def _float32(value: float) -> float:
     """The float32 nearest `value`, as the shortest decimal that reads back to it (how OpenAI prints vectors)."""
     bits = struct.pack("<f", value)
     exact = struct.unpack("<f", bits)[0]
-    for digits in range(1, 10):
-        short = float(f"{exact:.{digits}g}")
-        if struct.pack("<f", short) == bits:
-            return short
-    return float(exact)
+    # 9 significant digits always round-trip a float32, and a rounding that round-trips stays good with more
+    # digits, so bisect for the fewest.
+    low, high = 1, 9
+    while low < high:
+        mid = (low + high) // 2
+        if struct.pack("<f", float(f"{exact:.{mid}g}")) == bits:
+            high = mid
+        else:
+            low = mid + 1
+    return float(f"{exact:.{low}g}")
 
 
 def _vector(seed: bytes, dims: int) -> list[float]:
@@ -329,7 +356,9 @@ def render_embeddings(req: RecordedRequest) -> Reply:
         "model": body["model"],
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
     }
-    return json_reply(200, pretty_json(rendered), _headers(req))
+    # orjson writes 4.1252775e-05 as 0.000041252775; OpenAI writes it the way Python's repr does.
+    body_bytes = _TINY_FLOAT.sub(lambda m: repr(float(m.group())).encode(), pretty_json(rendered))
+    return json_reply(200, body_bytes, _headers(req))
 
 
 def _model(name: str, created: int) -> dict[str, Any]:

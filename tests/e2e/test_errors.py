@@ -1,0 +1,163 @@
+"""Every failure reaches the official SDK as the OpenAI error class, status, type, code and param it expects."""
+
+import time
+
+import openai
+import pytest
+
+from tests import rawhttp
+from tests.stack import API_KEY, Stack
+from tests.upstream import load_fixture
+
+HELLO = [{"role": "user", "content": "hello"}]
+
+
+def test_missing_key_is_401(stack: Stack) -> None:
+    response = rawhttp.post(f"{stack.base_url}/chat/completions", json={"model": "gpt-4o", "messages": HELLO})
+    assert response.status_code == 401
+    assert response.json()["error"]["type"] == "invalid_request_error"
+    assert response.headers["x-request-id"].startswith("req_")
+    assert stack.upstream_requests() == []
+
+
+def test_upstream_rejects_passthrough_key(stack: Stack) -> None:
+    with openai.OpenAI(api_key="sk-bad", base_url=stack.base_url, max_retries=0) as sdk:
+        with pytest.raises(openai.AuthenticationError) as caught:
+            sdk.chat.completions.create(model="gpt-4o", messages=HELLO)
+    assert caught.value.status_code == 401
+    assert caught.value.code == "invalid_api_key"
+
+
+def test_unknown_model_is_404_model_not_found(client: openai.OpenAI, stack: Stack) -> None:
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.chat.completions.create(model="invalid-model-name", messages=HELLO)
+    assert caught.value.code == "model_not_found"
+    assert caught.value.param == "model"
+    assert "invalid-model-name" in caught.value.message
+    assert stack.upstream_requests() == []
+
+
+@pytest.mark.parametrize(
+    ("body", "param", "code"),
+    [
+        ({"messages": HELLO}, "model", "missing_required_parameter"),
+        ({"model": "gpt-4o"}, "messages", "missing_required_parameter"),
+        ({"model": "gpt-4o", "messages": []}, "messages", "empty_array"),
+        ({"model": "gpt-4o", "messages": "hi"}, "messages", "invalid_type"),
+        ({"model": "gpt-4o", "messages": HELLO, "temperature": "hot"}, "temperature", "invalid_type"),
+        ({"model": "gpt-4o", "messages": HELLO, "temperature": 3}, "temperature", "integer_above_max_value"),
+        ({"model": "gpt-4o", "messages": HELLO, "max_tokens": 1.5}, "max_tokens", "invalid_type"),
+        ({"model": "gpt-4o", "messages": HELLO, "stream": "yes"}, "stream", "invalid_type"),
+        ({"model": "gpt-4o", "messages": [{"role": "robot", "content": "x"}]}, "messages[0].role", "invalid_value"),
+        ({"model": "gpt-4o", "messages": [{"role": "user"}]}, "messages[0].content", "missing_required_parameter"),
+        ({"model": "gpt-4o", "messages": HELLO, "tool_choice": "always"}, "tool_choice", "invalid_value"),
+        (
+            {"model": "gpt-4o", "messages": HELLO, "response_format": {"type": "xml"}},
+            "response_format.type",
+            "invalid_value",
+        ),
+    ],  # fmt: skip
+)
+def test_bad_fields_are_400_with_param(stack: Stack, body: dict[str, object], param: str, code: str) -> None:
+    response = rawhttp.post(
+        f"{stack.base_url}/chat/completions", json=body, headers={"Authorization": f"Bearer {API_KEY}"}
+    )
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert (error["type"], error["param"], error["code"]) == ("invalid_request_error", param, code)
+    assert stack.upstream_requests() == []
+
+
+def test_malformed_json_is_400(stack: Stack) -> None:
+    response = rawhttp.post(
+        f"{stack.base_url}/chat/completions",
+        content=b'{"model": "gpt-4o", "messages": [',
+        headers={"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"},
+    )
+    assert response.status_code == 400
+    assert "could not parse the JSON body" in response.json()["error"]["message"]
+
+
+def test_sdk_bad_request_error(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model="gpt-4o", messages=HELLO, temperature=5)
+    assert caught.value.param == "temperature"
+
+
+def test_upstream_400_keeps_its_code_and_param(client: openai.OpenAI, stack: Stack) -> None:
+    stack.call(lambda: stack.upstream.script(status=400, body=load_fixture("openai/context_length_exceeded.json")))
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model="gpt-4o", messages=HELLO)
+    assert caught.value.code == "context_length_exceeded"
+    assert caught.value.param == "messages"
+
+
+def test_upstream_5xx_after_retries_is_api_status_error(client: openai.OpenAI, stack: Stack) -> None:
+    stack.call(lambda: stack.upstream.script(status=500, times=5))
+    with pytest.raises(openai.InternalServerError) as caught:
+        client.chat.completions.create(model="gpt-4o", messages=HELLO)
+    assert caught.value.status_code == 500
+    assert len(stack.upstream_requests("/v1/chat/completions")) == 2, "one retry (retry.attempts = 2)"
+
+
+def test_upstream_429_is_rate_limit_error_with_retry_after(stack: Stack) -> None:
+    stack.call(
+        lambda: stack.upstream.script(
+            status=429, body=load_fixture("openai/rate_limited.json"), headers={"retry-after": "30"}, times=2
+        )
+    )
+    response = rawhttp.post(
+        f"{stack.base_url}/chat/completions",
+        json={"model": "gpt-4o", "messages": HELLO},
+        headers={"Authorization": f"Bearer {API_KEY}"},
+    )
+    assert response.status_code == 429
+    assert response.json()["error"]["code"] == "rate_limit_exceeded"
+    assert response.headers["retry-after"] == "30"
+    assert len(stack.upstream_requests()) == 1, "a retry-after beyond retry_after_max is not waited for"
+
+
+def test_unreachable_upstream_is_503(stack_factory: object) -> None:
+    stack = stack_factory(providers={"openai": {"base_url": "http://127.0.0.1:9/v1"}})  # type: ignore[operator]
+    with openai.OpenAI(api_key=API_KEY, base_url=stack.base_url, max_retries=0) as sdk:
+        with pytest.raises(openai.APIStatusError) as caught:
+            sdk.chat.completions.create(model="gpt-4o", messages=HELLO)
+    assert caught.value.status_code == 503
+    assert caught.value.code == "upstream_unavailable"
+
+
+def test_upstream_timeout_is_504(stack_factory: object) -> None:
+    stack = stack_factory(routes=[{"model": "slow", "provider": "openai", "upstream_model": "gpt-4o", "timeout": 0.3}])  # type: ignore[operator]
+    stack.call(lambda: stack.upstream.script(delay=5, times=2))
+    started = time.monotonic()
+    with openai.OpenAI(api_key=API_KEY, base_url=stack.base_url, max_retries=0) as sdk:
+        with pytest.raises(openai.APIStatusError) as caught:
+            sdk.chat.completions.create(model="slow", messages=HELLO)
+    assert caught.value.status_code == 504
+    assert caught.value.code == "timeout"
+    assert time.monotonic() - started < 4
+
+
+def test_error_after_stream_started_is_raised_in_band(client: openai.OpenAI, stack: Stack) -> None:
+    stack.call(lambda: stack.upstream.script(fail_after_chunks=2))
+    stream = client.chat.completions.create(model="gpt-4o", messages=HELLO, stream=True)
+    received = []
+    with pytest.raises(openai.APIError):
+        for chunk in stream:
+            received.append(chunk)
+    # aiohttp drops bytes still buffered once it sees the broken connection, so the second chunk may be lost.
+    assert 1 <= len(received) <= 2
+    assert received[0].choices[0].delta.role == "assistant"
+    assert len(stack.upstream_requests()) == 1, "never retried once streaming started"
+
+
+def test_stream_error_before_first_byte_has_real_status(client: openai.OpenAI, stack: Stack) -> None:
+    stack.call(lambda: stack.upstream.script(status=400, body=load_fixture("openai/context_length_exceeded.json")))
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model="gpt-4o", messages=HELLO, stream=True)
+
+
+def test_unknown_path_is_openai_404(stack: Stack) -> None:
+    response = rawhttp.post(f"{stack.base_url}/nope", json={})
+    assert response.status_code == 404
+    assert response.json()["error"]["message"] == "Invalid URL (POST /v1/nope)"
