@@ -23,7 +23,7 @@ T = TypeVar("T")
 API_KEY = "sk-test-passthrough-0001"
 
 
-def test_settings(data_dir: Path, upstream_url: str, overrides: dict[str, Any] | None = None) -> Settings:
+def gateway_settings(data_dir: Path, upstream_url: str, overrides: dict[str, Any] | None = None) -> Settings:
     """Settings pointing every provider at the scripted upstream; `overrides` as a config file would hold them."""
     env = {
         "CHITTYCAN_CONFIG": str(data_dir / "absent.toml"),
@@ -113,7 +113,7 @@ class StackThread:
         if self._upstream is None:
             self._upstream = self._run(start_upstream())
         upstream, _, upstream_url = self._upstream
-        settings = test_settings(data_dir, upstream_url, overrides)
+        settings = gateway_settings(data_dir, upstream_url, overrides)
         return self._run(self._start(settings, upstream, upstream_url))
 
     async def _start(self, settings: Settings, upstream: ScriptedUpstream, upstream_url: str) -> Stack:
