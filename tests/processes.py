@@ -6,6 +6,7 @@ on a full pipe; the captured stderr goes into the error raised when a process fa
 
 from __future__ import annotations
 
+import functools
 import http.client
 import os
 import signal
@@ -150,7 +151,7 @@ def start_gateway_processes(
             name = "engine" if index == 0 else f"engine{index + 1}"
             engine = _spawn(name, [sys.executable, "-m", "engine"], data_dir, {**env, "CHITTYCAN_ENGINE_ADDR": addr})
             started.append(engine)
-            _wait_until(lambda a=addr: _accepts_tcp(a), f"{name} listening on {addr}", started)
+            _wait_until(functools.partial(_accepts_tcp, addr), f"{name} listening on {addr}", started)
             engine_addrs.append(addr)
         port = free_port()
         env["CHITTYCAN_ENGINE_ADDR"] = engine_addrs[0]

@@ -8,15 +8,16 @@ import os
 import shutil
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
 from tests.processes import REPO_ROOT, GatewayProcesses, start_gateway_processes
-from tests.upstream import RecordedRequest, ScriptedUpstream, start_upstream
+from tests.upstream import RecordedRequest, start_upstream
 
+T = TypeVar("T")
 API_KEY = "sk-playbook-node-0001"
 COST_PROMPT = "Return the string OK."
 NODE_TIMEOUT = 120.0
@@ -36,10 +37,9 @@ class _UpstreamThread:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="scripted-upstream", daemon=True)
         self._thread.start()
-        self.upstream: ScriptedUpstream
         self.upstream, self._runner, self.url = self._run(start_upstream())
 
-    def _run(self, coro: Any) -> Any:
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(30)
 
     def requests(self, path: str) -> list[RecordedRequest]:
@@ -48,8 +48,7 @@ class _UpstreamThread:
         async def snapshot() -> list[RecordedRequest]:
             return [r for r in self.upstream.requests if r.path == path]
 
-        result: list[RecordedRequest] = self._run(snapshot())
-        return result
+        return self._run(snapshot())
 
     def close(self) -> None:
         self._run(self._runner.cleanup())
