@@ -52,7 +52,10 @@ class ChatStream:
             event = await self._call.read()
         except grpc.aio.AioRpcError as err:
             raise error_from_aio(err) from None
-        return None if event is grpc.aio.EOF else event  # type: ignore[comparison-overlap]
+        if event is grpc.aio.EOF:
+            return None
+        assert isinstance(event, gateway_pb2.StreamChatResponse)
+        return event
 
     def cancel(self) -> None:
         """Cancel the call."""

@@ -68,7 +68,7 @@ def chat_cache_key(scope: str, route: Route, request: completion_pb2.ChatRequest
     canonical = completion_pb2.ChatRequest()
     canonical.CopyFrom(request)
     for name in ("user", "metadata", "stream", "stream_options", "store", "model"):
-        canonical.ClearField(name)  # type: ignore[arg-type]
+        canonical.ClearField(name)
     for tool in canonical.tools:
         tool.parameters_json = _sorted_json(tool.parameters_json)
     if canonical.response_format.json_schema.schema_json:

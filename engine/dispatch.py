@@ -140,7 +140,8 @@ class Dispatcher:
             provider = self._providers[route.provider]
             for attempt in range(self._retry.attempts):
                 started = time.perf_counter()
-                async with aclosing(provider.stream_completion(request, self._call(route, client_key, deadline))) as it:
+                chunks = provider.stream_completion(request, self._call(route, client_key, deadline))
+                async with aclosing(chunks) as it:  # type: ignore[type-var]
                     try:
                         first = await anext(it)
                     except StopAsyncIteration:

@@ -75,7 +75,8 @@ class GatewayError(Exception):
         if self.detail is not None:
             details.append(_pack(self.detail))
         status = status_pb2.Status(code=self.code.value[0], message=self.message, details=details)
-        return rpc_status.to_status(status)
+        result: grpc.Status = rpc_status.to_status(status)
+        return result
 
 
 def _pack(message: object) -> any_pb2.Any:

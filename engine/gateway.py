@@ -199,7 +199,9 @@ class _Meter:
     Used as a context manager around the whole call so that errors and cancellation are recorded too.
     """
 
-    def __init__(self, ledger: UsageLedger, ctx: CallContext, model: str, operation: "usage_pb2.Operation") -> None:
+    def __init__(
+        self, ledger: UsageLedger, ctx: CallContext, model: str, operation: usage_pb2.Operation.ValueType
+    ) -> None:
         self._ledger = ledger
         self._started = time.perf_counter()
         self.attempted = Attempted()
@@ -249,12 +251,12 @@ class _Meter:
         elapsed = time.perf_counter() - self._started
         return max(0, int((elapsed - self.attempted.upstream_seconds) * 1e6))
 
-    def header(self, status: "usage_pb2.CacheStatus") -> gateway_pb2.ResponseMeta:
+    def header(self, status: usage_pb2.CacheStatus.ValueType) -> gateway_pb2.ResponseMeta:
         route = self.answered()
         return gateway_pb2.ResponseMeta(cache=status, model=route.model, provider=route.provider)
 
     def miss(
-        self, status: "usage_pb2.CacheStatus", usage: completion_pb2.Usage | None, cost: int | None
+        self, status: usage_pb2.CacheStatus.ValueType, usage: completion_pb2.Usage | None, cost: int | None
     ) -> gateway_pb2.ResponseMeta:
         meta = self.header(status)
         self.record.cache = status

@@ -121,7 +121,7 @@ def chat_request_from_openai(body: dict[str, Any]) -> completion_pb2.ChatRequest
         if (value := body.get(name)) is not None:
             if isinstance(value, bool) or not isinstance(value, types):
                 raise invalid_type(name, expected, value)
-            _check_range(name, value, low, high)
+            _check_range(name, value, low, high)  # type: ignore[arg-type]
             setattr(request, name, value)
     for name in _STRINGS:
         if (value := body.get(name)) is not None:

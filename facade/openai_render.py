@@ -138,12 +138,14 @@ def usage_to_openai(usage: completion_pb2.Usage) -> dict[str, Any]:
         "total_tokens": usage.total_tokens,
     }
     if usage.HasField("prompt_tokens_details"):
-        details = usage.prompt_tokens_details
-        out["prompt_tokens_details"] = {k: getattr(details, k) for k in _PROMPT_DETAILS if details.HasField(k)}
+        out["prompt_tokens_details"] = _present(usage.prompt_tokens_details, _PROMPT_DETAILS)
     if usage.HasField("completion_tokens_details"):
-        details = usage.completion_tokens_details
-        out["completion_tokens_details"] = {k: getattr(details, k) for k in _COMPLETION_DETAILS if details.HasField(k)}
+        out["completion_tokens_details"] = _present(usage.completion_tokens_details, _COMPLETION_DETAILS)
     return out
+
+
+def _present(details: Any, names: tuple[str, ...]) -> dict[str, int]:
+    return {name: getattr(details, name) for name in names if details.HasField(name)}
 
 
 def _logprobs(logprobs: completion_pb2.Logprobs) -> dict[str, Any]:

@@ -33,7 +33,7 @@ def _usage(request: completion_pb2.ChatRequest, completion_tokens: int) -> compl
     )
 
 
-def _finish(request: completion_pb2.ChatRequest, words: list[str]) -> completion_pb2.FinishReason:
+def _finish(request: completion_pb2.ChatRequest, words: list[str]) -> completion_pb2.FinishReason.ValueType:
     limit = request.max_completion_tokens or request.max_tokens
     whole = len(_last_user_text(request).split() or ["(empty)"])
     return completion_pb2.FINISH_REASON_LENGTH if limit and whole > limit else completion_pb2.FINISH_REASON_STOP

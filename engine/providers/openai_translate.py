@@ -46,7 +46,7 @@ def chat_body_from_proto(request: completion_pb2.ChatRequest, model: str, *, str
     """The OpenAI request body for `request`, addressed to the upstream `model`; streams always ask for usage."""
     body: dict[str, Any] = {"model": model, "messages": [message_to_openai(m) for m in request.messages]}
     for name in _SCALARS:
-        if request.HasField(name):
+        if request.HasField(name):  # type: ignore[arg-type]
             body[name] = getattr(request, name)
     if request.stop:
         body["stop"] = request.stop[0] if request.stop_is_string and len(request.stop) == 1 else list(request.stop)
@@ -114,7 +114,7 @@ def _part_to_openai(part: completion_pb2.ContentPart) -> dict[str, Any]:
         }
     if kind == "file":
         fields = ("file_data", "file_id", "filename")
-        return {"type": "file", "file": {f: getattr(part.file, f) for f in fields if part.file.HasField(f)}}
+        return {"type": "file", "file": {f: getattr(part.file, f) for f in fields if part.file.HasField(f)}}  # type: ignore[arg-type]
     return {"type": "refusal", "refusal": part.refusal}
 
 
@@ -173,7 +173,9 @@ def response_from_openai(body: dict[str, Any]) -> completion_pb2.ChatResponse:
     )
     for raw in body.get("choices") or ():
         choice = response.choices.add(index=raw.get("index", 0))
-        choice.finish_reason = FINISH_REASONS.get(raw.get("finish_reason") or "", 0)  # type: ignore[assignment]
+        choice.finish_reason = FINISH_REASONS.get(
+            raw.get("finish_reason") or "", completion_pb2.FINISH_REASON_UNSPECIFIED
+        )
         _message_from_openai(raw.get("message") or {}, choice.message)
         if raw.get("logprobs"):
             _logprobs_from_openai(raw["logprobs"], choice.logprobs)
@@ -212,7 +214,9 @@ def chunk_from_openai(body: dict[str, Any]) -> completion_pb2.ChatChunk:
     )
     for raw in body.get("choices") or ():
         choice = chunk.choices.add(index=raw.get("index", 0))
-        choice.finish_reason = FINISH_REASONS.get(raw.get("finish_reason") or "", 0)  # type: ignore[assignment]
+        choice.finish_reason = FINISH_REASONS.get(
+            raw.get("finish_reason") or "", completion_pb2.FINISH_REASON_UNSPECIFIED
+        )
         _delta_from_openai(raw.get("delta") or {}, choice.delta)
         if raw.get("logprobs"):
             _logprobs_from_openai(raw["logprobs"], choice.logprobs)

@@ -60,8 +60,10 @@ def test_json_key_order_and_float_spelling_do_not_change_the_key(stack: Stack) -
     auth = {"Authorization": f"Bearer {API_KEY}"}
     url = f"{stack.base_url}/chat/completions"
     schema = b'{"type":"object","properties":{"a":{"type":"string"},"b":{"type":"number"}}}'
-    first = (b'{"model":"gpt-4o","temperature":0.0,"messages":[{"role":"user","content":"hi"}],'
-             b'"response_format":{"type":"json_schema","json_schema":{"name":"x","schema":' + schema + b"}}}")
+    first = (
+        b'{"model":"gpt-4o","temperature":0.0,"messages":[{"role":"user","content":"hi"}],'
+        b'"response_format":{"type":"json_schema","json_schema":{"name":"x","schema":' + schema + b"}}}"
+    )
     second = (b'{"response_format":{"json_schema":{"schema":{"properties":{"b":{"type":"number"},"a":{"type":'
               b'"string"}},"type":"object"},"name":"x"},"type":"json_schema"},"messages":[{"content":"hi","role":'
               b'"user"}],"temperature":0,"model":"gpt-4o"}')  # fmt: skip
