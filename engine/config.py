@@ -4,6 +4,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,9 @@ _ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "CHITTYCAN_GROQ_BASE_URL": ("providers", "groq", "base_url"),
     "OLLAMA_BASE_URL": ("providers", "ollama", "base_url"),
     "CHITTYCAN_CACHE_MODE": ("cache", "mode"),
+    "CHITTY_TENANT_ID": ("tenancy", "default_tenant"),
+    "CHITTY_BUDGET_MONTHLY_USD": ("tenancy", "default_monthly_usd"),
+    "CHITTYCAN_MASTER_KEY": ("admin", "master_key"),
 }
 _INT_KEYS = {"port"}
 
@@ -39,6 +43,7 @@ class ProviderSettings:
     base_url: str
     api_key: str | None = field(repr=False)
     api_key_env: str
+    passthrough: bool = True  # whether a caller's own provider key may be forwarded to this upstream
 
 
 @dataclass(frozen=True)
@@ -75,6 +80,20 @@ class CacheSettings:
 
 
 @dataclass(frozen=True)
+class TenancySettings:
+    """Tenants, budgets and the admin credential."""
+
+    default_tenant: str
+    default_monthly_micros: int
+    allow_tenant_header: bool
+    alert_percents: tuple[int, ...]
+    webhook_url: str = field(repr=False)
+    default_completion_tokens: int
+    hold_seconds: int
+    master_key: str = field(repr=False)
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the engine is built from."""
 
@@ -88,6 +107,7 @@ class Settings:
     routes: tuple[RouteSettings, ...]
     retry: RetrySettings
     cache: CacheSettings
+    tenancy: TenancySettings
     store_map_size: int
     prices: Mapping[str, Any]
     raw: Mapping[str, Any] = field(repr=False)
@@ -139,6 +159,7 @@ def load_settings(environ: Mapping[str, str] | None = None, overrides: Mapping[s
     server = raw["server"]
     providers = {name: _provider(name, table, env) for name, table in raw.get("providers", {}).items()}
     routes = tuple(_route(table, providers) for table in raw.get("routes", []))
+    _check_routing(server, providers, routes)
     retry = raw.get("retry", {})
     return Settings(
         port=int(server["port"]),
@@ -156,9 +177,28 @@ def load_settings(environ: Mapping[str, str] | None = None, overrides: Mapping[s
             retry_after_max=float(retry.get("retry_after_max", 10.0)),
         ),
         cache=_cache(raw.get("cache", {})),
+        tenancy=_tenancy(raw),
         store_map_size=int(raw.get("store", {}).get("map_size_mb", 1024)) << 20,
         prices=raw.get("prices", {}),
         raw=raw,
+    )
+
+
+def _tenancy(raw: Mapping[str, Any]) -> TenancySettings:
+    tenancy, budgets = raw.get("tenancy", {}), raw.get("budgets", {})
+    try:
+        monthly = float(tenancy.get("default_monthly_usd") or 0)
+    except ValueError as exc:
+        raise ConfigError(f"CHITTY_BUDGET_MONTHLY_USD / tenancy.default_monthly_usd: {exc}") from exc
+    return TenancySettings(
+        default_tenant=str(tenancy.get("default_tenant", "")),
+        default_monthly_micros=round(monthly * 1_000_000),
+        allow_tenant_header=bool(tenancy.get("allow_tenant_header", False)),
+        alert_percents=tuple(int(p) for p in budgets.get("alert_percents", (50, 80, 100))),
+        webhook_url=str(budgets.get("webhook_url", "")),
+        default_completion_tokens=int(budgets.get("default_completion_tokens", 1024)),
+        hold_seconds=int(budgets.get("hold_seconds", 900)),
+        master_key=str(raw.get("admin", {}).get("master_key", "")),
     )
 
 
@@ -184,7 +224,7 @@ def _provider(name: str, table: Mapping[str, Any], env: Mapping[str, str]) -> Pr
     prefix = str(table.get("api_prefix", "")).rstrip("/")
     if prefix and not base_url.endswith(prefix):
         base_url += prefix
-    return ProviderSettings(name, kind, base_url, api_key, key_env)
+    return ProviderSettings(name, kind, base_url, api_key, key_env, bool(table.get("passthrough", True)))
 
 
 def _route(table: Mapping[str, Any], providers: Mapping[str, ProviderSettings]) -> RouteSettings:
@@ -192,13 +232,35 @@ def _route(table: Mapping[str, Any], providers: Mapping[str, ProviderSettings]) 
     provider = table.get("provider")
     if not model or provider not in providers:
         raise ConfigError(f"route {table!r}: needs a model and a provider among {sorted(providers)}")
+    fallbacks = table.get("fallbacks", [])
+    if not isinstance(fallbacks, list) or not all(isinstance(f, str) for f in fallbacks):
+        raise ConfigError(f"route {model!r}: fallbacks must be a list of model names")
     total = float(table.get("timeout", 600.0))
+    # A non-streamed answer's first byte is the whole answer, so by default only the total bounds it.
+    timeouts = (float(table.get("connect_timeout", 10.0)), float(table.get("first_byte_timeout", total)), total)
+    if min(timeouts) <= 0:
+        raise ConfigError(f"route {model!r}: timeouts must be positive")
     return RouteSettings(
         model=str(model),
         provider=str(provider),
         upstream_model=str(table.get("upstream_model", "{model}")),
-        connect_timeout=float(table.get("connect_timeout", 10.0)),
-        first_byte_timeout=float(table.get("first_byte_timeout", min(total, 120.0))),
+        connect_timeout=timeouts[0],
+        first_byte_timeout=timeouts[1],
         total_timeout=total,
-        fallbacks=tuple(table.get("fallbacks", ())),
+        fallbacks=tuple(fallbacks),
     )
+
+
+def _check_routing(
+    server: Mapping[str, Any], providers: Mapping[str, ProviderSettings], routes: tuple[RouteSettings, ...]
+) -> None:
+    """Refuse a mode, dev provider or fallback name that would otherwise be ignored or fail at request time."""
+    mode = server.get("mode", "normal")
+    if mode not in {"normal", "dev"}:
+        raise ConfigError(f"server.mode (CHITTYCAN_MODE) must be normal or dev, not {mode!r}")
+    if mode == "dev" and server.get("dev_provider", "ollama") not in providers:
+        raise ConfigError(f"server.dev_provider must be one of {sorted(providers)}")
+    for route in routes:
+        for name in route.fallbacks:
+            if not any(fnmatchcase(name, other.model) for other in routes):
+                raise ConfigError(f"route {route.model!r}: fallback {name!r} matches no route")

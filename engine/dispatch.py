@@ -3,7 +3,7 @@
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import TypeVar
@@ -21,6 +21,15 @@ T = TypeVar("T")
 _RETRYABLE = frozenset(
     {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.DEADLINE_EXCEEDED}
 )
+
+
+@dataclass(frozen=True, slots=True)
+class _Leg:
+    """One route of a chain as it will be called: with which key, and whether that key is the client's own."""
+
+    route: Route
+    api_key: str | None
+    client_key: bool
 
 
 @dataclass(slots=True)
@@ -49,27 +58,50 @@ class Dispatcher:
         self._sleep = sleep
         self._jitter = jitter
 
-    def _call(self, route: Route, client_key: str | None, deadline: float | None) -> UpstreamCall:
+    def _legs(self, routes: tuple[Route, ...], client_key: str | None) -> list[_Leg]:
+        """The routes to try, each with its key.
+
+        A pass-through key was sent for the model the client named, so it goes only to the primary route's
+        provider (and only if that provider takes pass-through keys); a fallback on another provider uses the
+        gateway's own key, and is skipped when the gateway has none for it, so a client's key never reaches an
+        upstream it was not meant for.
+        """
+        legs: list[_Leg] = []
+        for i, route in enumerate(routes):
+            settings = self._settings[route.provider]
+            if client_key is not None and settings.passthrough and route.provider == routes[0].provider:
+                legs.append(_Leg(route, client_key, client_key=True))
+            elif i == 0 or settings.api_key is not None or not settings.api_key_env:
+                legs.append(_Leg(route, settings.api_key, client_key=False))
+        return legs
+
+    def _call(self, leg: _Leg, deadline: float | None) -> UpstreamCall:
+        route = leg.route
         total = route.total_timeout
         if deadline is not None:
-            total = max(0.001, min(total, deadline - time.monotonic()))
-        key = client_key if client_key is not None else self._settings[route.provider].api_key
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise _deadline_passed()
+            total = min(total, remaining)
         return UpstreamCall(
             model=route.upstream_model,
-            api_key=key,
+            api_key=leg.api_key,
             connect_timeout=min(route.connect_timeout, total),
             first_byte_timeout=min(route.first_byte_timeout, total),
             total_timeout=total,
         )
 
-    async def _backoff(self, attempt: int, err: GatewayError) -> bool:
-        """Wait before the next try; False when the upstream asks for longer than we are willing to wait."""
+    async def _backoff(self, attempt: int, err: GatewayError, deadline: float | None) -> bool:
+        """Wait before the next try; False when the upstream asks for longer than we are willing to wait, or the
+        wait would outlast the caller's deadline (then the next route is tried at once)."""
         if err.retry_after is not None:
             if err.retry_after > self._retry.retry_after_max:
                 return False
             delay = err.retry_after
         else:
             delay = min(self._retry.backoff_max, self._retry.backoff_initial * 2**attempt) * self._jitter()
+        if deadline is not None and time.monotonic() + delay >= deadline:
+            return False
         await self._sleep(delay)
         return True
 
@@ -82,22 +114,23 @@ class Dispatcher:
         invoke: Callable[[Provider, UpstreamCall], Awaitable[T]],
     ) -> T:
         last: GatewayError | None = None
-        for route in routes:
-            provider = self._providers[route.provider]
+        for leg in self._legs(routes, client_key):
+            provider = self._providers[leg.route.provider]
             for attempt in range(self._retry.attempts):
+                call = self._call(leg, deadline)
                 started = time.perf_counter()
                 try:
-                    result = await invoke(provider, self._call(route, client_key, deadline))
+                    result = await invoke(provider, call)
                 except GatewayError as err:
                     if err.code not in _RETRYABLE:
-                        raise _client_facing(err, client_key) from None
+                        raise _client_facing(err, leg) from None
                     last = err
-                    if attempt + 1 == self._retry.attempts or not await self._backoff(attempt, err):
+                    if attempt + 1 == self._retry.attempts or not await self._backoff(attempt, err, deadline):
                         break
                     continue
                 finally:
                     attempted.upstream_seconds += time.perf_counter() - started
-                attempted.route = route
+                attempted.route = leg.route
                 return result
         raise _exhausted(last)
 
@@ -130,17 +163,17 @@ class Dispatcher:
         client_key: str | None,
         deadline: float | None,
         attempted: Attempted,
-    ) -> AsyncIterator[completion_pb2.ChatChunk]:
+    ) -> AsyncGenerator[completion_pb2.ChatChunk, None]:
         """Chunks from the first route whose stream starts; `attempted.route` is set before the first chunk.
 
         Retries and fallbacks happen only until the first chunk arrives; after that an error propagates.
         """
         last: GatewayError | None = None
-        for route in routes:
-            provider = self._providers[route.provider]
+        for leg in self._legs(routes, client_key):
+            provider = self._providers[leg.route.provider]
             for attempt in range(self._retry.attempts):
+                chunks = provider.stream_completion(request, self._call(leg, deadline))
                 started = time.perf_counter()
-                chunks = provider.stream_completion(request, self._call(route, client_key, deadline))
                 async with aclosing(chunks) as it:  # type: ignore[type-var]
                     try:
                         first = await anext(it)
@@ -156,7 +189,7 @@ class Dispatcher:
                     finally:
                         attempted.upstream_seconds += time.perf_counter() - started
                     if first is not None:
-                        attempted.route = route
+                        attempted.route = leg.route
                         yield first
                         while True:
                             started = time.perf_counter()
@@ -168,20 +201,26 @@ class Dispatcher:
                                 attempted.upstream_seconds += time.perf_counter() - started
                             yield chunk
                 if err.code not in _RETRYABLE:
-                    raise _client_facing(err, client_key)
+                    raise _client_facing(err, leg)
                 last = err
-                if attempt + 1 == self._retry.attempts or not await self._backoff(attempt, err):
+                if attempt + 1 == self._retry.attempts or not await self._backoff(attempt, err, deadline):
                     break
         raise _exhausted(last)
 
 
-def _client_facing(err: GatewayError, client_key: str | None) -> GatewayError:
+def _client_facing(err: GatewayError, leg: _Leg) -> GatewayError:
     """An upstream auth failure is the client's own 401 only when the client's key was passed through."""
-    if err.reason == errors.UPSTREAM_AUTH and client_key is None:
+    if err.reason == errors.UPSTREAM_AUTH and not leg.client_key:
         return GatewayError(
             grpc.StatusCode.INTERNAL, errors.UPSTREAM_AUTH, "The gateway's credentials were refused by the upstream."
         )
     return err
+
+
+def _deadline_passed() -> GatewayError:
+    return GatewayError(
+        grpc.StatusCode.DEADLINE_EXCEEDED, errors.UPSTREAM_TIMEOUT, "The request's deadline passed before an answer."
+    )
 
 
 def _exhausted(last: GatewayError | None) -> GatewayError:

@@ -1,24 +1,22 @@
-"""One request through the engine: authenticate, route, consult the cache, dispatch, meter, record usage."""
+"""One request through the engine: authenticate, route, consult the cache, charge, dispatch, meter, record."""
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from dataclasses import dataclass
 
-import grpc
-from google.protobuf import timestamp_pb2
-
 from chittycan.v1 import cache_pb2, completion_pb2, embedding_pb2, gateway_pb2, model_pb2, usage_pb2
+from engine.accounting import Accountant, estimate_prompt_tokens
 from engine.assemble import chunks_from_response, response_from_chunks
-from engine.auth import Authenticator, Principal
+from engine.auth import READ, WRITE, Authenticator, Principal
+from engine.budgets import Hold, Settled
 from engine.cache import CachePolicy, ResponseCache, chat_cache_key, embedding_cache_key
-from engine.dispatch import Attempted, Dispatcher
-from engine.errors import GatewayError
+from engine.dispatch import Dispatcher
 from engine.ledger import UsageLedger
+from engine.metering import BYPASS, MISS, Meter
 from engine.pricing import PriceTable
 from engine.routing import Route, Router
 
-_HIT, _MISS, _BYPASS = usage_pb2.CACHE_STATUS_HIT, usage_pb2.CACHE_STATUS_MISS, usage_pb2.CACHE_STATUS_BYPASS
 _MODEL_CREATED = 1700000000
 
 
@@ -43,6 +41,7 @@ class Gateway:
         cache: ResponseCache,
         policy: CachePolicy,
         prices: PriceTable,
+        accountant: Accountant,
         ledger: UsageLedger,
         shared_cache: bool = False,
     ) -> None:
@@ -52,8 +51,17 @@ class Gateway:
         self._cache = cache
         self._policy = policy
         self._prices = prices
+        self._accountant = accountant
         self._ledger = ledger
         self._shared_cache = shared_cache
+
+    def _start(
+        self, ctx: CallContext, options: gateway_pb2.CallOptions, model: str, meter: Meter
+    ) -> tuple[Principal, tuple[Route, ...]]:
+        principal = self._auth.authenticate(ctx.authorization, options.tenant)
+        meter.caller(principal)
+        principal.require(WRITE)
+        return principal, self._router.resolve(model)
 
     def _scope(self, principal: Principal) -> str:
         return "shared" if self._shared_cache else principal.scope_id
@@ -61,112 +69,193 @@ class Gateway:
     async def complete(self, ctx: CallContext, call: gateway_pb2.CompleteRequest) -> gateway_pb2.CompleteResponse:
         """A non-streamed chat completion."""
         request = call.request
-        meter = _Meter(self._ledger, ctx, request.model, usage_pb2.OPERATION_CHAT)
-        with meter:
-            principal = await self._authenticate(ctx, meter)
-            routes = self._router.resolve(request.model)
+        with Meter(self._ledger, ctx.request_id, request.model, usage_pb2.OPERATION_CHAT) as meter:
+            principal, routes = self._start(ctx, call.options, request.model, meter)
             decision = self._policy.for_chat(request, call.options)
             key = chat_cache_key(self._scope(principal), routes[0], request) if decision.store else b""
             if decision.lookup and (entry := self._cache.get(key)) is not None and entry.HasField("chat"):
-                meta = meter.hit(entry, entry.chat.usage)
-                return gateway_pb2.CompleteResponse(response=entry.chat, meta=meta)
-            response = await self._dispatcher.complete(
-                routes, request, principal.upstream_key, ctx.deadline, meter.attempted
-            )
+                return gateway_pb2.CompleteResponse(response=entry.chat, meta=meter.hit(entry, entry.chat.usage))
+            hold = await self._accountant.admit(principal.tenant, routes[0], request)
+            try:
+                response = await self._dispatcher.complete(
+                    routes, request, principal.upstream_key, ctx.deadline, meter.attempted
+                )
+            except BaseException:
+                if hold is not None:
+                    await self._accountant.release(hold)
+                raise
             route = meter.answered()
             cost = self._prices.cost_micros(route, response.usage)
+            settled = await self._settle(hold, cost)
             if decision.store:
                 self._cache.put(key, _entry(route, cost, chat=response))
-            meta = meter.miss(_MISS if decision.lookup else _BYPASS, response.usage, cost)
+            meta = meter.miss(MISS if decision.lookup else BYPASS, response.usage, cost, settled)
             return gateway_pb2.CompleteResponse(response=response, meta=meta)
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def embed(self, ctx: CallContext, call: gateway_pb2.EmbedRequest) -> gateway_pb2.EmbedResponse:
         """Embeddings."""
         request = call.request
-        meter = _Meter(self._ledger, ctx, request.model, usage_pb2.OPERATION_EMBED)
-        with meter:
-            principal = await self._authenticate(ctx, meter)
-            routes = self._router.resolve(request.model)
+        with Meter(self._ledger, ctx.request_id, request.model, usage_pb2.OPERATION_EMBED) as meter:
+            principal, routes = self._start(ctx, call.options, request.model, meter)
             decision = self._policy.for_embedding(call.options)
             key = embedding_cache_key(self._scope(principal), routes[0], request) if decision.store else b""
             if decision.lookup and (entry := self._cache.get(key)) is not None and entry.HasField("embedding"):
                 meta = meter.hit(entry, _embedding_usage(entry.embedding))
                 return gateway_pb2.EmbedResponse(response=entry.embedding, meta=meta)
-            response = await self._dispatcher.embed(
-                routes, request, principal.upstream_key, ctx.deadline, meter.attempted
-            )
+            hold = await self._accountant.admit(principal.tenant, routes[0], None)
+            try:
+                response = await self._dispatcher.embed(
+                    routes, request, principal.upstream_key, ctx.deadline, meter.attempted
+                )
+            except BaseException:
+                if hold is not None:
+                    await self._accountant.release(hold)
+                raise
             route = meter.answered()
             usage = _embedding_usage(response)
             cost = self._prices.cost_micros(route, usage)
+            settled = await self._settle(hold, cost)
             if decision.store:
                 self._cache.put(key, _entry(route, cost, embedding=response))
-            meta = meter.miss(_MISS if decision.lookup else _BYPASS, usage, cost)
+            meta = meter.miss(MISS if decision.lookup else BYPASS, usage, cost, settled)
             return gateway_pb2.EmbedResponse(response=response, meta=meta)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _settle(self, hold: Hold | None, cost: int | None) -> Settled | None:
+        if hold is None:
+            return None
+        return await asyncio.shield(self._accountant.settle(hold, cost or 0))
 
     async def stream_chat(
         self, ctx: CallContext, call: gateway_pb2.StreamChatRequest
     ) -> AsyncIterator[gateway_pb2.StreamChatResponse]:
-        """Header, chunks, trailer. The usage chunk reaches the client only when it asked for it."""
+        """Header, chunks, trailer. The usage chunk reaches the client only when it asked for it.
+
+        A budgeted stream whose running cost passes what the tenant had left is ended with finish_reason
+        "length"; a stream the client abandons is still charged for the chunks it received.
+        """
         request = call.request
         include_usage = request.stream_options.include_usage
-        meter = _Meter(self._ledger, ctx, request.model, usage_pb2.OPERATION_STREAM_CHAT)
-        with meter:
-            principal = await self._authenticate(ctx, meter)
-            routes = self._router.resolve(request.model)
+        with Meter(self._ledger, ctx.request_id, request.model, usage_pb2.OPERATION_STREAM_CHAT) as meter:
+            principal, routes = self._start(ctx, call.options, request.model, meter)
             decision = self._policy.for_chat(request, call.options)
             key = chat_cache_key(self._scope(principal), routes[0], request) if decision.store else b""
             if decision.lookup and (entry := self._cache.get(key)) is not None and entry.HasField("chat"):
-                trailer = meter.hit(entry, entry.chat.usage)
-                yield gateway_pb2.StreamChatResponse(header=trailer)
+                meta = meter.hit(entry, entry.chat.usage)
+                yield gateway_pb2.StreamChatResponse(header=meta)
                 for chunk in chunks_from_response(entry.chat):
                     if include_usage or not chunk.HasField("usage"):
                         yield gateway_pb2.StreamChatResponse(chunk=chunk)
-                yield gateway_pb2.StreamChatResponse(trailer=trailer)
+                yield gateway_pb2.StreamChatResponse(trailer=meta)
                 return
-            collected: list[completion_pb2.ChatChunk] = []
-            usage: completion_pb2.Usage | None = None
-            status = _MISS if decision.lookup else _BYPASS
-            stream = self._dispatcher.stream(routes, request, principal.upstream_key, ctx.deadline, meter.attempted)
-            async for chunk in stream:
-                if not collected:
-                    meter.first_chunk()
-                    yield gateway_pb2.StreamChatResponse(header=meter.header(status))
-                collected.append(chunk)
-                if chunk.HasField("usage"):
-                    usage = chunk.usage
-                    meter.usage(usage)
-                    if not include_usage:
-                        if not chunk.choices:
-                            continue
-                        chunk = _without_usage(chunk)
-                yield gateway_pb2.StreamChatResponse(chunk=chunk)
-            route = meter.answered()
-            cost = None if usage is None else self._prices.cost_micros(route, usage)
-            if decision.store and usage is not None:
-                self._cache.put(key, _entry(route, cost, chat=response_from_chunks(collected)))
-            yield gateway_pb2.StreamChatResponse(trailer=meter.miss(status, usage, cost))
+            hold = await self._accountant.admit(principal.tenant, routes[0], request)
+            run = _StreamRun(estimate_prompt_tokens(request.messages))
+            status = MISS if decision.lookup else BYPASS
+            try:
+                stream = self._dispatcher.stream(routes, request, principal.upstream_key, ctx.deadline, meter.attempted)
+                async with aclosing(stream) as chunks:
+                    async for chunk in chunks:
+                        if not run.collected:
+                            meter.first_chunk()
+                            yield gateway_pb2.StreamChatResponse(header=meter.header(status))
+                        run.add(chunk)
+                        if chunk.HasField("usage"):
+                            if not include_usage:
+                                if not chunk.choices:
+                                    continue
+                                chunk = _without_usage(chunk)
+                        elif hold is not None and self._over_allowance(hold, meter.answered(), run):
+                            run.cut = True
+                            yield gateway_pb2.StreamChatResponse(chunk=chunk)
+                            break
+                        yield gateway_pb2.StreamChatResponse(chunk=chunk)
+                if run.cut:
+                    for chunk in run.cut_ending(include_usage):
+                        yield gateway_pb2.StreamChatResponse(chunk=chunk)
+                route = meter.answered()
+                usage = run.usage()
+                cost = self._prices.cost_micros(route, usage)
+                settled = await self._settle(hold, cost)
+                hold = None
+                if decision.store and run.usage_seen and not run.cut:
+                    self._cache.put(key, _entry(route, cost, chat=response_from_chunks(run.collected)))
+                yield gateway_pb2.StreamChatResponse(trailer=meter.miss(status, usage, cost, settled))
+            finally:
+                if hold is not None:
+                    await self._charge_unfinished(hold, meter, run)
 
-    async def _authenticate(self, ctx: CallContext, meter: "_Meter") -> Principal:
-        principal = await self._auth.authenticate(ctx.authorization)
-        meter.record.tenant = principal.tenant
-        meter.record.key_id = principal.key_id
-        return principal
+    def _over_allowance(self, hold: Hold, route: Route, run: "_StreamRun") -> bool:
+        running = self._accountant.estimate_micros(route, run.prompt_estimate, run.completion_chunks)
+        return running > hold.allowance_micros
+
+    async def _charge_unfinished(self, hold: Hold, meter: Meter, run: "_StreamRun") -> None:
+        """A stream that failed or was abandoned: charge the chunks delivered, or release the hold."""
+        if not run.completion_chunks or meter.attempted.route is None:
+            await self._accountant.release(hold)
+            return
+        usage = run.usage()
+        cost = self._prices.cost_micros(meter.attempted.route, usage)
+        meter.usage(usage)
+        meter.cost(cost)
+        await self._settle(hold, cost)
 
     async def list_models(self, ctx: CallContext) -> gateway_pb2.ListModelsResponse:
         """Every exact route name."""
-        await self._auth.authenticate(ctx.authorization)
+        self._auth.authenticate(ctx.authorization).require(READ)
         return gateway_pb2.ListModelsResponse(models=[self._model(name) for name in self._router.models()])
 
     async def get_model(self, ctx: CallContext, model_id: str) -> gateway_pb2.GetModelResponse:
         """One routable model; NOT_FOUND when it does not route."""
-        await self._auth.authenticate(ctx.authorization)
-        self._router.resolve(model_id)
+        self._auth.authenticate(ctx.authorization).require(READ)
         return gateway_pb2.GetModelResponse(model=self._model(model_id))
 
     def _model(self, name: str) -> model_pb2.Model:
         return model_pb2.Model(id=name, created=_MODEL_CREATED, owned_by=self._router.resolve(name)[0].provider)
+
+
+class _StreamRun:
+    """What a stream has delivered so far: chunks, a completion-token count, the upstream's usage if seen."""
+
+    def __init__(self, prompt_estimate: int) -> None:
+        self.prompt_estimate = prompt_estimate
+        self.collected: list[completion_pb2.ChatChunk] = []
+        self.completion_chunks = 0
+        self.usage_seen: completion_pb2.Usage | None = None
+        self.cut = False
+
+    def add(self, chunk: completion_pb2.ChatChunk) -> None:
+        self.collected.append(chunk)
+        if chunk.HasField("usage"):
+            self.usage_seen = chunk.usage
+        for choice in chunk.choices:
+            delta = choice.delta
+            if delta.content or delta.refusal or any(c.arguments for c in delta.tool_calls):
+                self.completion_chunks += 1  # streams carry about one token per chunk
+
+    def usage(self) -> completion_pb2.Usage:
+        """The upstream's usage, or an estimate (prompt from its text, one token per content chunk)."""
+        if self.usage_seen is not None and not self.cut:
+            return self.usage_seen
+        prompt = self.usage_seen.prompt_tokens if self.usage_seen is not None else self.prompt_estimate
+        return completion_pb2.Usage(
+            prompt_tokens=prompt,
+            completion_tokens=self.completion_chunks,
+            total_tokens=prompt + self.completion_chunks,
+        )
+
+    def cut_ending(self, include_usage: bool) -> list[completion_pb2.ChatChunk]:
+        """The end of a stream cut short by its budget: a finish chunk with "length", then usage if asked."""
+        last = self.collected[-1]
+        finish = completion_pb2.ChatChunk(id=last.id, created=last.created, model=last.model)
+        indexes = sorted({c.index for chunk in self.collected for c in chunk.choices}) or [0]
+        for index in indexes:
+            finish.choices.add(index=index, finish_reason=completion_pb2.FINISH_REASON_LENGTH).delta.SetInParent()
+        ending = [finish]
+        if include_usage:
+            ending.append(completion_pb2.ChatChunk(id=last.id, created=last.created, model=last.model))
+            ending[-1].usage.CopyFrom(self.usage())
+        return ending
 
 
 def _entry(
@@ -191,98 +280,3 @@ def _without_usage(chunk: completion_pb2.ChatChunk) -> completion_pb2.ChatChunk:
     stripped.CopyFrom(chunk)
     stripped.ClearField("usage")
     return stripped
-
-
-class _Meter:
-    """Times one call and writes its UsageRecord when the call ends, however it ends.
-
-    Used as a context manager around the whole call so that errors and cancellation are recorded too.
-    """
-
-    def __init__(
-        self, ledger: UsageLedger, ctx: CallContext, model: str, operation: usage_pb2.Operation.ValueType
-    ) -> None:
-        self._ledger = ledger
-        self._started = time.perf_counter()
-        self.attempted = Attempted()
-        now = timestamp_pb2.Timestamp()
-        now.GetCurrentTime()
-        self.record = usage_pb2.UsageRecord(
-            request_id=ctx.request_id, time=now, requested_model=model, operation=operation, http_status=200
-        )
-
-    def __enter__(self) -> "_Meter":
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
-        record = self.record
-        if isinstance(exc, GatewayError):
-            record.http_status = exc.http_status
-        elif isinstance(exc, asyncio.CancelledError | GeneratorExit):
-            record.cancelled = True
-            record.http_status = 499
-        elif exc is not None:
-            record.http_status = 500
-        elapsed = time.perf_counter() - self._started
-        record.latency_micros = int(elapsed * 1e6)
-        record.upstream_micros = int(self.attempted.upstream_seconds * 1e6)
-        if self.attempted.route is not None and not record.provider:
-            record.routed_model = self.attempted.route.model
-            record.provider = self.attempted.route.provider
-        self._ledger.record(record)
-
-    def answered(self) -> Route:
-        route = self.attempted.route
-        if route is None:  # pragma: no cover - the dispatcher sets it before returning
-            raise GatewayError(grpc.StatusCode.INTERNAL, "INTERNAL", "No route answered.")
-        self.record.routed_model = route.model
-        self.record.provider = route.provider
-        return route
-
-    def first_chunk(self) -> None:
-        self.record.ttft_micros = int((time.perf_counter() - self._started) * 1e6)
-
-    def usage(self, usage: completion_pb2.Usage) -> None:
-        self.record.prompt_tokens = usage.prompt_tokens
-        self.record.completion_tokens = usage.completion_tokens
-        self.record.cached_tokens = usage.prompt_tokens_details.cached_tokens
-
-    def _overhead_micros(self) -> int:
-        elapsed = time.perf_counter() - self._started
-        return max(0, int((elapsed - self.attempted.upstream_seconds) * 1e6))
-
-    def header(self, status: usage_pb2.CacheStatus.ValueType) -> gateway_pb2.ResponseMeta:
-        route = self.answered()
-        return gateway_pb2.ResponseMeta(cache=status, model=route.model, provider=route.provider)
-
-    def miss(
-        self, status: usage_pb2.CacheStatus.ValueType, usage: completion_pb2.Usage | None, cost: int | None
-    ) -> gateway_pb2.ResponseMeta:
-        meta = self.header(status)
-        self.record.cache = status
-        if usage is not None:
-            self.usage(usage)
-        if cost is not None:
-            meta.cost_micros = cost
-            self.record.cost_micros = cost
-            self.record.cost_known = True
-        meta.overhead_micros = self._overhead_micros()
-        return meta
-
-    def hit(self, entry: cache_pb2.CacheEntry, usage: completion_pb2.Usage) -> gateway_pb2.ResponseMeta:
-        record = self.record
-        record.cache = _HIT
-        record.routed_model = entry.model
-        record.provider = entry.provider
-        record.cost_known = True
-        record.saved_micros = entry.cost_micros
-        self.usage(usage)
-        age = max(0, int(time.time()) - entry.created_unix)
-        return gateway_pb2.ResponseMeta(
-            cache=_HIT,
-            cost_micros=0,
-            model=entry.model,
-            provider=entry.provider,
-            age_seconds=age,
-            overhead_micros=self._overhead_micros(),
-        )

@@ -3,6 +3,7 @@
 import asyncio
 import struct
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from chittycan.v1 import usage_pb2
@@ -12,11 +13,18 @@ _SUBSCRIBER_BACKLOG = 10_000
 
 
 class UsageLedger:
-    """Records are keyed by arrival time (ns, big-endian) then request id, so a cursor reads them in time order."""
+    """Records are keyed by arrival time (ns, big-endian) then request id, so a cursor reads them in time order.
+
+    A record is written when its request ends, so arrival order is not write order: a long stream lands behind
+    records that arrived after it. The `usage_order` index maps a write sequence number (8 bytes, big-endian,
+    assigned in the write transaction, so unique across processes) to the record's key, for readers that
+    follow the ledger incrementally (`read_written`).
+    """
 
     def __init__(self, store: Store, writer: StoreWriter) -> None:
         self._env = store.env
         self._db = store.db("usage")
+        self._order = store.db("usage_order")
         self._writer = writer
         self._subscribers: set[asyncio.Queue[usage_pb2.UsageRecord]] = set()
 
@@ -24,10 +32,16 @@ class UsageLedger:
         """Queue `record` for the ledger and hand it to live subscribers; never blocks."""
         key = struct.pack(">q", record.time.ToNanoseconds()) + record.request_id.encode()
         value = record.SerializeToString()
-        self._writer.submit(lambda txn: txn.put(key, value, db=self._db))
+        self._writer.submit(lambda txn: self._put(txn, key, value))
         for queue in self._subscribers:
             if queue.qsize() < _SUBSCRIBER_BACKLOG:
                 queue.put_nowait(record)
+
+    def _put(self, txn: Any, key: bytes, value: bytes) -> None:
+        txn.put(key, value, db=self._db)
+        cursor: Any = txn.cursor(db=self._order)
+        sequence = struct.unpack(">Q", cursor.key())[0] + 1 if cursor.last() else 1
+        txn.put(struct.pack(">Q", sequence), key, db=self._order)
 
     async def flush(self) -> None:
         """Wait until queued records are durable."""
@@ -44,12 +58,42 @@ class UsageLedger:
                     return
                 yield usage_pb2.UsageRecord.FromString(value)
 
-    async def watch(self) -> AsyncIterator[usage_pb2.UsageRecord]:
-        """Every record recorded from now on, as it is recorded (a slow subscriber skips past its backlog)."""
+    def last_written(self, txn: Any) -> int:
+        """The write sequence number of the newest record in `txn`'s snapshot (0 when there is none)."""
+        cursor: Any = txn.cursor(db=self._order)
+        return int(struct.unpack(">Q", cursor.key())[0]) if cursor.last() else 0
+
+    def read_written(self, txn: Any, after: int) -> Iterator[tuple[int, usage_pb2.UsageRecord]]:
+        """(sequence, record) for every record written after sequence `after`, in write order, within `txn`."""
+        cursor: Any = txn.cursor(db=self._order)
+        if not cursor.set_range(struct.pack(">Q", after + 1)):
+            return
+        for raw_sequence, key in cursor:
+            value = txn.get(key, db=self._db)
+            if value is not None:
+                yield struct.unpack(">Q", raw_sequence)[0], usage_pb2.UsageRecord.FromString(value)
+
+    def read_all(self, txn: Any) -> Iterator[usage_pb2.UsageRecord]:
+        """Every record in `txn`'s snapshot, oldest arrival first."""
+        for _, value in txn.cursor(db=self._db):
+            yield usage_pb2.UsageRecord.FromString(value)
+
+    def snapshot(self) -> Any:
+        """A read transaction (a consistent snapshot of records and write order); use it as a context manager."""
+        return self._env.begin()
+
+    @contextmanager
+    def subscribe(self) -> Iterator[asyncio.Queue[usage_pb2.UsageRecord]]:
+        """A queue receiving every record recorded while the block runs (a slow reader skips past its backlog)."""
         queue: asyncio.Queue[usage_pb2.UsageRecord] = asyncio.Queue()
         self._subscribers.add(queue)
         try:
-            while True:
-                yield await queue.get()
+            yield queue
         finally:
             self._subscribers.discard(queue)
+
+    async def watch(self) -> AsyncIterator[usage_pb2.UsageRecord]:
+        """Every record recorded from now on, as it is recorded (a slow subscriber skips past its backlog)."""
+        with self.subscribe() as queue:
+            while True:
+                yield await queue.get()

@@ -9,8 +9,11 @@ import aiohttp
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from chittycan.v1 import gateway_pb2_grpc
+from chittycan.v1 import admin_pb2_grpc, gateway_pb2_grpc
+from engine.accounting import Accountant
+from engine.admin import AdminServicer, master_key
 from engine.auth import Authenticator
+from engine.budgets import Budgets
 from engine.cache import CachePolicy, ResponseCache
 from engine.config import Settings
 from engine.dispatch import Dispatcher
@@ -21,6 +24,7 @@ from engine.providers import build_provider
 from engine.routing import Router
 from engine.service import GatewayServicer
 from engine.store import Store, StoreWriter
+from engine.tokens import TokenStore
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +49,9 @@ class Engine:
     ledger: UsageLedger
     cache: ResponseCache
     health: health.HealthServicer
+    budgets: Budgets
+    tokens: TokenStore
+    _accountant: Accountant
     _session: aiohttp.ClientSession
     _writer: StoreWriter
     _store: Store
@@ -53,6 +60,7 @@ class Engine:
         """Stop taking calls, let running ones finish, then flush the store and close everything."""
         self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
+        await self._accountant.close()
         await self._writer.close()
         await self._session.close()
         self._store.close()
@@ -70,18 +78,36 @@ async def start_engine(settings: Settings) -> Engine:
     providers = {name: build_provider(p, session) for name, p in settings.providers.items()}
     ledger = UsageLedger(store, writer)
     cache = ResponseCache(store, writer, ttl_seconds=settings.cache.ttl_seconds, max_bytes=settings.cache.max_bytes)
+    tenancy = settings.tenancy
+    tokens = TokenStore(store)
+    budgets = Budgets(store, alert_percents=tenancy.alert_percents, hold_seconds=tenancy.hold_seconds)
+    if tenancy.default_tenant and tenancy.default_monthly_micros:
+        await asyncio.to_thread(budgets.set_budget, tenancy.default_tenant, tenancy.default_monthly_micros)
+    prices = PriceTable(load_prices(settings.prices))
+    accountant = Accountant(
+        budgets,
+        prices,
+        default_completion_tokens=tenancy.default_completion_tokens,
+        webhook_url=tenancy.webhook_url,
+        session=session,
+    )
     gateway = Gateway(
         router=Router(settings),
         dispatcher=Dispatcher(providers, settings.providers, settings.retry),
-        authenticator=Authenticator(),
+        authenticator=Authenticator(
+            tokens, default_tenant=tenancy.default_tenant, allow_tenant_header=tenancy.allow_tenant_header
+        ),
         cache=cache,
         policy=CachePolicy(settings.cache.mode),
-        prices=PriceTable(load_prices(settings.prices)),
+        prices=prices,
+        accountant=accountant,
         ledger=ledger,
         shared_cache=settings.cache.shared,
     )
     server = grpc.aio.server(options=GRPC_OPTIONS)
     gateway_pb2_grpc.add_GatewayServiceServicer_to_server(GatewayServicer(gateway), server)
+    admin = AdminServicer(tokens, budgets, master_key(tenancy.master_key, settings.data_dir))
+    admin_pb2_grpc.add_AdminServiceServicer_to_server(admin, server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     port = server.add_insecure_port(settings.engine_addr)
@@ -89,7 +115,9 @@ async def start_engine(settings: Settings) -> Engine:
     for service in ("", "chittycan.v1.GatewayService"):
         health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
     log.info("engine listening on %s (port %d), mode %s", settings.engine_addr, port, settings.mode)
-    return Engine(server, port, gateway, ledger, cache, health_servicer, session, writer, store)
+    return Engine(
+        server, port, gateway, ledger, cache, health_servicer, budgets, tokens, accountant, session, writer, store
+    )
 
 
 async def run(settings: Settings) -> None:

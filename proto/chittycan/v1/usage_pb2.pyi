@@ -100,6 +100,8 @@ class UsageRecord(_message.Message):
     HTTP_STATUS_FIELD_NUMBER: _builtins.int
     UPSTREAM_MICROS_FIELD_NUMBER: _builtins.int
     CANCELLED_FIELD_NUMBER: _builtins.int
+    BUDGET_ALERT_PERCENT_FIELD_NUMBER: _builtins.int
+    ERROR_REASON_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """Request id (x-request-id)."""
     tenant: _builtins.str
@@ -138,6 +140,10 @@ class UsageRecord(_message.Message):
     """Time spent waiting on the upstream, microseconds."""
     cancelled: _builtins.bool
     """Whether the client went away before the end."""
+    budget_alert_percent: _builtins.int
+    """Budget alert threshold (percent of the monthly budget) this request crossed; 0 = none."""
+    error_reason: _builtins.str
+    """gRPC reason of a failure (e.g. BUDGET_EXCEEDED, RATE_LIMITED); empty on success."""
     @_builtins.property
     def time(self) -> _timestamp_pb2.Timestamp:
         """When the request arrived."""
@@ -165,10 +171,12 @@ class UsageRecord(_message.Message):
         http_status: _builtins.int = ...,
         upstream_micros: _builtins.int = ...,
         cancelled: _builtins.bool = ...,
+        budget_alert_percent: _builtins.int = ...,
+        error_reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache", b"cache", "cached_tokens", b"cached_tokens", "cancelled", b"cancelled", "completion_tokens", b"completion_tokens", "cost_known", b"cost_known", "cost_micros", b"cost_micros", "http_status", b"http_status", "key_id", b"key_id", "latency_micros", b"latency_micros", "operation", b"operation", "prompt_tokens", b"prompt_tokens", "provider", b"provider", "request_id", b"request_id", "requested_model", b"requested_model", "routed_model", b"routed_model", "saved_micros", b"saved_micros", "tenant", b"tenant", "time", b"time", "ttft_micros", b"ttft_micros", "upstream_micros", b"upstream_micros"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget_alert_percent", b"budget_alert_percent", "cache", b"cache", "cached_tokens", b"cached_tokens", "cancelled", b"cancelled", "completion_tokens", b"completion_tokens", "cost_known", b"cost_known", "cost_micros", b"cost_micros", "error_reason", b"error_reason", "http_status", b"http_status", "key_id", b"key_id", "latency_micros", b"latency_micros", "operation", b"operation", "prompt_tokens", b"prompt_tokens", "provider", b"provider", "request_id", b"request_id", "requested_model", b"requested_model", "routed_model", b"routed_model", "saved_micros", b"saved_micros", "tenant", b"tenant", "time", b"time", "ttft_micros", b"ttft_micros", "upstream_micros", b"upstream_micros"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

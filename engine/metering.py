@@ -1,0 +1,145 @@
+"""The Meter: times one call, fills its UsageRecord and ResponseMeta, and records it however the call ends."""
+
+import asyncio
+import time
+
+import grpc
+from google.protobuf import timestamp_pb2
+
+from chittycan.v1 import cache_pb2, completion_pb2, gateway_pb2, usage_pb2
+from engine import errors
+from engine.auth import Principal
+from engine.budgets import Settled
+from engine.dispatch import Attempted
+from engine.errors import GatewayError
+from engine.ledger import UsageLedger
+from engine.routing import Route
+
+HIT, MISS, BYPASS = usage_pb2.CACHE_STATUS_HIT, usage_pb2.CACHE_STATUS_MISS, usage_pb2.CACHE_STATUS_BYPASS
+
+
+class Meter:
+    """Used as a context manager around a whole call, so errors and cancellation are recorded too."""
+
+    def __init__(
+        self, ledger: UsageLedger, request_id: str, model: str, operation: usage_pb2.Operation.ValueType
+    ) -> None:
+        self._ledger = ledger
+        self._started = time.perf_counter()
+        self.attempted = Attempted()
+        now = timestamp_pb2.Timestamp()
+        now.GetCurrentTime()
+        self.record = usage_pb2.UsageRecord(
+            request_id=request_id, time=now, requested_model=model, operation=operation, http_status=200
+        )
+        self._tenant = ""
+
+    def __enter__(self) -> "Meter":
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        record = self.record
+        if isinstance(exc, GatewayError):
+            record.http_status = exc.http_status
+            record.error_reason = exc.reason
+        elif isinstance(exc, asyncio.CancelledError | GeneratorExit):
+            record.cancelled = True
+            record.http_status = 499
+        elif exc is not None:
+            record.http_status = 500
+            record.error_reason = errors.INTERNAL
+        record.latency_micros = int((time.perf_counter() - self._started) * 1e6)
+        record.upstream_micros = int(self.attempted.upstream_seconds * 1e6)
+        if self.attempted.route is not None and not record.provider:
+            record.routed_model = self.attempted.route.model
+            record.provider = self.attempted.route.provider
+        self._ledger.record(record)
+
+    def caller(self, principal: Principal) -> None:
+        """Attribute the call; named tenants are reported back in X-ChittyCan-Tenant."""
+        self.record.tenant = principal.tenant
+        self.record.key_id = principal.key_id
+        self._tenant = principal.tenant if principal.named_tenant else ""
+
+    def answered(self) -> Route:
+        """The route that answered (the dispatcher sets it before returning)."""
+        route = self.attempted.route
+        if route is None:  # pragma: no cover - guarded by the dispatcher
+            raise GatewayError(grpc.StatusCode.INTERNAL, errors.INTERNAL, "No route answered.")
+        self.record.routed_model = route.model
+        self.record.provider = route.provider
+        return route
+
+    def first_chunk(self) -> None:
+        """Note the time to first chunk."""
+        self.record.ttft_micros = int((time.perf_counter() - self._started) * 1e6)
+
+    def usage(self, usage: completion_pb2.Usage) -> None:
+        """Token counts of the answer."""
+        self.record.prompt_tokens = usage.prompt_tokens
+        self.record.completion_tokens = usage.completion_tokens
+        self.record.cached_tokens = usage.prompt_tokens_details.cached_tokens
+
+    def cost(self, cost: int | None) -> None:
+        """The billed cost; None when the model has no price."""
+        if cost is not None:
+            self.record.cost_micros = cost
+            self.record.cost_known = True
+
+    def _overhead_micros(self) -> int:
+        elapsed = time.perf_counter() - self._started
+        return max(0, int((elapsed - self.attempted.upstream_seconds) * 1e6))
+
+    def header(self, status: usage_pb2.CacheStatus.ValueType) -> gateway_pb2.ResponseMeta:
+        """What the client learns before the answer's cost is known."""
+        route = self.answered()
+        self.record.cache = status
+        return gateway_pb2.ResponseMeta(
+            cache=status,
+            model=route.model,
+            provider=route.provider,
+            tenant=self._tenant,
+            overhead_micros=self._overhead_micros(),
+        )
+
+    def miss(
+        self,
+        status: usage_pb2.CacheStatus.ValueType,
+        usage: completion_pb2.Usage | None,
+        cost: int | None,
+        settled: Settled | None,
+    ) -> gateway_pb2.ResponseMeta:
+        """Final figures of an answer that came from upstream."""
+        meta = self.header(status)
+        if usage is not None:
+            self.usage(usage)
+        self.cost(cost)
+        if cost is not None:
+            meta.cost_micros = cost
+        self.budget(meta, settled)
+        return meta
+
+    def budget(self, meta: gateway_pb2.ResponseMeta, settled: Settled | None) -> None:
+        """Remaining budget and any alert crossed, for budgeted tenants."""
+        if settled is not None:
+            meta.budget_remaining_micros = settled.remaining_micros
+            self.record.budget_alert_percent = settled.alert_percent
+
+    def hit(self, entry: cache_pb2.CacheEntry, usage: completion_pb2.Usage) -> gateway_pb2.ResponseMeta:
+        """Figures of a cache hit: billed 0, saved what the original call cost."""
+        record = self.record
+        record.cache = HIT
+        record.routed_model = entry.model
+        record.provider = entry.provider
+        record.cost_known = True
+        record.saved_micros = entry.cost_micros
+        self.usage(usage)
+        return gateway_pb2.ResponseMeta(
+            cache=HIT,
+            cost_micros=0,
+            model=entry.model,
+            provider=entry.provider,
+            tenant=self._tenant,
+            age_seconds=max(0, int(time.time()) - entry.created_unix),
+            overhead_micros=self._overhead_micros(),
+        )

@@ -1,0 +1,75 @@
+"""Token lifecycle as a user runs it: `can auth token create|list|revoke` as subprocesses, then the official SDK."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import openai
+import pytest
+
+from tests.stack import Stack
+
+CAN = [str(Path(sys.executable).parent / "can")]
+REPO = Path(__file__).resolve().parent.parent
+
+
+def can(stack: Stack, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run `can` against the stack's engine, as a user would from the gateway's working directory."""
+    full_env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("CHITTYCAN_")},
+        "CHITTYCAN_ENGINE_ADDR": f"127.0.0.1:{stack.engine.port}",
+        "CHITTYCAN_DATA_DIR": str(stack.settings.data_dir),
+        "CHITTYCAN_CONFIG": str(stack.settings.data_dir / "absent.toml"),
+        **(env or {}),
+    }
+    return subprocess.run(
+        [*CAN, *args], capture_output=True, text=True, env=full_env, cwd=REPO, timeout=60, check=False
+    )
+
+
+def test_token_lifecycle_through_the_cli_and_sdk(stack: Stack) -> None:
+    created = can(stack, "auth", "token", "create", "--scopes", "ai:read,ai:write", "--tenant", "team-a")
+    assert created.returncode == 0, created.stderr
+    secret = created.stdout.splitlines()[0]
+    assert secret.startswith("chitty_")
+    assert len(secret) > 40
+    token_id = created.stdout.split("id ")[1].split()[0]
+
+    with openai.OpenAI(api_key=secret, base_url=stack.base_url, max_retries=0) as sdk:
+        raw = sdk.chat.completions.with_raw_response.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "hi"}]
+        )
+        assert raw.parse().choices[0].message.content == "Hello! You said: hi"
+        assert raw.headers["x-chittycan-tenant"] == "team-a"
+        sent = stack.upstream_requests("/v1/chat/completions")[-1]
+        assert sent.headers["authorization"] == "Bearer sk-gateway-openai", "the gateway's own key goes upstream"
+        assert "claude-sonnet-4" in [m.id for m in sdk.models.list()]
+
+        listed = can(stack, "auth", "token", "list")
+        assert listed.returncode == 0, listed.stderr
+        assert token_id in listed.stdout
+        assert "team-a" in listed.stdout
+        assert secret not in listed.stdout
+
+        revoked = can(stack, "auth", "token", "revoke", token_id)
+        assert revoked.returncode == 0, revoked.stderr
+        with pytest.raises(openai.AuthenticationError) as caught:
+            sdk.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+        assert caught.value.code == "invalid_api_key"
+        assert "revoked" in caught.value.message
+    assert "revoked" in can(stack, "auth", "token", "list").stdout
+
+
+def test_admin_calls_need_the_master_key(stack: Stack) -> None:
+    refused = can(stack, "auth", "token", "list", env={"CHITTYCAN_MASTER_KEY": "wrong"})
+    assert refused.returncode == 1
+    assert "master key" in refused.stdout
+
+
+def test_budget_commands(stack: Stack) -> None:
+    assert can(stack, "budget", "set", "team-b", "25").returncode == 0
+    shown = can(stack, "budget", "show", "team-b")
+    assert shown.returncode == 0, shown.stderr
+    assert "budget $25.00" in shown.stdout
+    assert "spent $0.00" in shown.stdout
