@@ -11,7 +11,7 @@ from clients.gateway import CHANNEL_OPTIONS, call_metadata
 
 def _raise(err: grpc.RpcError) -> None:
     call = err  # a failed sync call is also its grpc.Call
-    raise error_from_rpc(call.code(), call.details() or "", call.trailing_metadata()) from None  # type: ignore[attr-defined]
+    raise error_from_rpc(call.code(), call.details() or "", call.trailing_metadata()) from None  # type: ignore[arg-type]
 
 
 class SyncGatewayClient:
