@@ -8,7 +8,7 @@ from typing import Any
 
 import tomli_w
 
-from clients import cli_auth, supervisor
+from clients import cli_auth, cli_registry, supervisor
 from engine.config import ConfigError, config_path, load_raw, load_settings
 
 _SECRET_KEYS = ("api_key", "master_key", "webhook_url")
@@ -97,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     show = config.add_parser("show", help="print the effective configuration, secrets masked")
     show.set_defaults(func=cmd_config_show)
     cli_auth.add_commands(commands)
+    cli_registry.add_commands(commands)
     return parser
 
 

@@ -4,6 +4,7 @@ from asyncio import timeout as asyncio_timeout
 from collections.abc import AsyncIterator, Sequence
 
 import grpc
+from opentelemetry import propagate
 
 from chittycan.v1 import completion_pb2, embedding_pb2, gateway_pb2, gateway_pb2_grpc
 from clients.errors import error_from_aio
@@ -21,8 +22,11 @@ CHANNEL_OPTIONS = [
 def call_metadata(
     api_key: str | None, request_id: str | None, extra: Sequence[tuple[str, str]] = ()
 ) -> tuple[tuple[str, str], ...]:
-    """gRPC metadata carrying the caller's credential and request id."""
+    """gRPC metadata carrying the caller's credential, request id and trace context (W3C `traceparent`)."""
     metadata: list[tuple[str, str]] = list(extra)
+    trace_context: dict[str, str] = {}
+    propagate.inject(trace_context)
+    metadata.extend(trace_context.items())
     if api_key:
         metadata.append(("authorization", f"Bearer {api_key}"))
     if request_id:

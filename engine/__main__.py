@@ -3,6 +3,7 @@
 import asyncio
 import logging
 
+from engine import request_log
 from engine.config import load_settings
 from engine.server import run
 
@@ -10,6 +11,7 @@ from engine.server import run
 def main() -> None:
     """Load settings and serve."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    request_log.configure()
     settings = load_settings()
     try:
         import uvloop

@@ -216,8 +216,8 @@ def _cache(table: Mapping[str, Any]) -> CacheSettings:
 
 def _provider(name: str, table: Mapping[str, Any], env: Mapping[str, str]) -> ProviderSettings:
     kind = table.get("kind")
-    if kind not in {"openai", "anthropic", "echo"}:
-        raise ConfigError(f"providers.{name}.kind must be openai, anthropic or echo, not {kind!r}")
+    if kind not in {"openai", "anthropic", "echo", "local"}:
+        raise ConfigError(f"providers.{name}.kind must be openai, anthropic, echo or local, not {kind!r}")
     key_env = str(table.get("api_key_env", ""))
     api_key = table.get("api_key") or (env.get(key_env) if key_env else None) or None
     base_url = str(table.get("base_url", "")).rstrip("/")

@@ -3,7 +3,7 @@
 import asyncio
 import random
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import TypeVar
@@ -63,8 +63,8 @@ class Dispatcher:
 
         A pass-through key was sent for the model the client named, so it goes only to the primary route's
         provider (and only if that provider takes pass-through keys); a fallback on another provider uses the
-        gateway's own key, and is skipped when the gateway has none for it, so a client's key never reaches an
-        upstream it was not meant for.
+        gateway's own key, and is skipped when the gateway has none for it (a provider that needs no key, such
+        as Ollama, is always tried), so a client's key never reaches an upstream it was not meant for.
         """
         legs: list[_Leg] = []
         for i, route in enumerate(routes):

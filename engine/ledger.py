@@ -58,29 +58,26 @@ class UsageLedger:
                     return
                 yield usage_pb2.UsageRecord.FromString(value)
 
-    def last_written(self, txn: Any) -> int:
-        """The write sequence number of the newest record in `txn`'s snapshot (0 when there is none)."""
-        cursor: Any = txn.cursor(db=self._order)
-        return int(struct.unpack(">Q", cursor.key())[0]) if cursor.last() else 0
+    def read_written(self, after: int | None) -> Iterator[tuple[int, usage_pb2.UsageRecord]]:
+        """(sequence, record) for the records written after write sequence `after`, in write order.
 
-    def read_written(self, txn: Any, after: int) -> Iterator[tuple[int, usage_pb2.UsageRecord]]:
-        """(sequence, record) for every record written after sequence `after`, in write order, within `txn`."""
-        cursor: Any = txn.cursor(db=self._order)
-        if not cursor.set_range(struct.pack(">Q", after + 1)):
-            return
-        for raw_sequence, key in cursor:
-            value = txn.get(key, db=self._db)
-            if value is not None:
-                yield struct.unpack(">Q", raw_sequence)[0], usage_pb2.UsageRecord.FromString(value)
-
-    def read_all(self, txn: Any) -> Iterator[usage_pb2.UsageRecord]:
-        """Every record in `txn`'s snapshot, oldest arrival first."""
-        for _, value in txn.cursor(db=self._db):
-            yield usage_pb2.UsageRecord.FromString(value)
-
-    def snapshot(self) -> Any:
-        """A read transaction (a consistent snapshot of records and write order); use it as a context manager."""
-        return self._env.begin()
+        `after=None` reads every record instead, oldest arrival first (records written before the write index
+        existed included), each paired with the newest sequence of the same snapshot, so a reader resuming from
+        the highest sequence it saw misses nothing and counts nothing twice.
+        """
+        with self._env.begin() as txn:
+            order: Any = txn.cursor(db=self._order)
+            if after is None:
+                newest = struct.unpack(">Q", order.key())[0] if order.last() else 0
+                for _, raw in txn.cursor(db=self._db):
+                    yield newest, usage_pb2.UsageRecord.FromString(raw)
+                return
+            if not order.set_range(struct.pack(">Q", after + 1)):
+                return
+            for raw_sequence, key in order:
+                found = txn.get(key, db=self._db)
+                if found is not None:
+                    yield struct.unpack(">Q", raw_sequence)[0], usage_pb2.UsageRecord.FromString(found)
 
     @contextmanager
     def subscribe(self) -> Iterator[asyncio.Queue[usage_pb2.UsageRecord]]:

@@ -7,7 +7,7 @@ import grpc
 from google.protobuf import timestamp_pb2
 
 from chittycan.v1 import cache_pb2, completion_pb2, gateway_pb2, usage_pb2
-from engine import errors
+from engine import errors, request_log, telemetry
 from engine.auth import Principal
 from engine.budgets import Settled
 from engine.dispatch import Attempted
@@ -54,6 +54,8 @@ class Meter:
             record.routed_model = self.attempted.route.model
             record.provider = self.attempted.route.provider
         self._ledger.record(record)
+        telemetry.annotate_span(record)
+        request_log.log_request(record)
 
     def caller(self, principal: Principal) -> None:
         """Attribute the call; named tenants are reported back in X-ChittyCan-Tenant."""

@@ -27,7 +27,10 @@ class Router:
     """Resolves model names against the configured route table; dev mode sends every model to one provider."""
 
     def __init__(self, settings: Settings) -> None:
-        self._exact = {r.model: r for r in settings.routes if not _is_pattern(r.model)}
+        self._exact: dict[str, RouteSettings] = {}
+        for r in settings.routes:  # the first route of a name wins: a deployment's routes come before the defaults
+            if not _is_pattern(r.model):
+                self._exact.setdefault(r.model, r)
         self._patterns = [r for r in settings.routes if _is_pattern(r.model)]
         self._dev = settings.mode == "dev"
         self._dev_provider = settings.dev_provider

@@ -9,7 +9,7 @@ import aiohttp
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from chittycan.v1 import admin_pb2_grpc, gateway_pb2_grpc
+from chittycan.v1 import admin_pb2_grpc, gateway_pb2_grpc, observability_pb2_grpc
 from engine.accounting import Accountant
 from engine.admin import AdminServicer, master_key
 from engine.auth import Authenticator
@@ -19,12 +19,16 @@ from engine.config import Settings
 from engine.dispatch import Dispatcher
 from engine.gateway import Gateway
 from engine.ledger import UsageLedger
+from engine.metrics import LedgerMetrics
 from engine.pricing import PriceTable, load_prices
+from engine.provider_spans import traced
 from engine.providers import build_provider
 from engine.routing import Router
 from engine.service import GatewayServicer
 from engine.store import Store, StoreWriter
+from engine.telemetry import Telemetry
 from engine.tokens import TokenStore
+from engine.usage_service import UsageServicer
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +59,7 @@ class Engine:
     _session: aiohttp.ClientSession
     _writer: StoreWriter
     _store: Store
+    telemetry: Telemetry
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop taking calls, let running ones finish, then flush the store and close everything."""
@@ -64,10 +69,13 @@ class Engine:
         await self._writer.close()
         await self._session.close()
         self._store.close()
+        await self.telemetry.shutdown()
 
 
-async def start_engine(settings: Settings) -> Engine:
-    """Build and start an engine listening on `settings.engine_addr` (port 0 picks a free port)."""
+async def start_engine(settings: Settings, *, telemetry: Telemetry | None = None) -> Engine:
+    """Build and start an engine listening on `settings.engine_addr` (port 0 picks a free port); tracing as the
+    OTEL_* variables say unless `telemetry` is given."""
+    telemetry = telemetry or Telemetry.from_env()
     store = Store(settings.data_dir, map_size=settings.store_map_size)
     writer = StoreWriter(store)
     writer.start()
@@ -75,7 +83,7 @@ async def start_engine(settings: Settings) -> Engine:
         connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=60),
         auto_decompress=True,
     )
-    providers = {name: build_provider(p, session) for name, p in settings.providers.items()}
+    providers = {name: traced(build_provider(p, session), telemetry) for name, p in settings.providers.items()}
     ledger = UsageLedger(store, writer)
     cache = ResponseCache(store, writer, ttl_seconds=settings.cache.ttl_seconds, max_bytes=settings.cache.max_bytes)
     tenancy = settings.tenancy
@@ -104,19 +112,33 @@ async def start_engine(settings: Settings) -> Engine:
         ledger=ledger,
         shared_cache=settings.cache.shared,
     )
-    server = grpc.aio.server(options=GRPC_OPTIONS)
+    server = grpc.aio.server(options=GRPC_OPTIONS, interceptors=[telemetry.interceptor()])
     gateway_pb2_grpc.add_GatewayServiceServicer_to_server(GatewayServicer(gateway), server)
     admin = AdminServicer(tokens, budgets, master_key(tenancy.master_key, settings.data_dir))
     admin_pb2_grpc.add_AdminServiceServicer_to_server(admin, server)
+    metrics = LedgerMetrics(ledger, in_flight=lambda: telemetry.in_flight)
+    observability_pb2_grpc.add_UsageServiceServicer_to_server(UsageServicer(ledger, metrics), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     port = server.add_insecure_port(settings.engine_addr)
     await server.start()
-    for service in ("", "chittycan.v1.GatewayService"):
+    for service in ("", "chittycan.v1.GatewayService", "chittycan.v1.UsageService"):
         health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
     log.info("engine listening on %s (port %d), mode %s", settings.engine_addr, port, settings.mode)
     return Engine(
-        server, port, gateway, ledger, cache, health_servicer, budgets, tokens, accountant, session, writer, store
+        server,
+        port,
+        gateway,
+        ledger,
+        cache,
+        health_servicer,
+        budgets,
+        tokens,
+        accountant,
+        session,
+        writer,
+        store,
+        telemetry,
     )
 
 

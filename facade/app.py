@@ -5,9 +5,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from opentelemetry import trace
 
 from clients.gateway import GatewayClient
-from facade import calls, headers
+from facade import calls, headers, observability
 from facade.chat import create_chat_completion
 from facade.embeddings import create_embeddings
 from facade.errors import error_body
@@ -69,9 +70,12 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-def create_app(engine_addr: str) -> web.Application:
-    """The facade app, talking to the engine at `engine_addr`."""
-    app = web.Application(middlewares=[openai_errors], client_max_size=MAX_BODY_BYTES)
+def create_app(engine_addr: str, *, tracer_provider: trace.TracerProvider | None = None) -> web.Application:
+    """The facade app, talking to the engine at `engine_addr`; traced as the OTEL_* variables say unless
+    `tracer_provider` is given."""
+    middlewares = [observability.trace_requests, openai_errors]
+    app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY_BYTES)
+    observability.setup_tracing(app, tracer_provider)
 
     async def engine_channel(app: web.Application) -> AsyncIterator[None]:
         client = GatewayClient(engine_addr)
@@ -86,4 +90,5 @@ def create_app(engine_addr: str) -> web.Application:
     app.router.add_get("/v1/models/{model:.+}", retrieve_model)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", observability.metrics)
     return app

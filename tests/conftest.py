@@ -1,5 +1,6 @@
 """Shared fixtures: a running gateway stack in front of the scripted upstream, and SDK clients for it."""
 
+import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -36,3 +37,22 @@ def client(stack: Stack) -> Iterator[openai.OpenAI]:
     """The official sync SDK pointed at the gateway with a pass-through key."""
     with openai.OpenAI(api_key=API_KEY, base_url=stack.base_url, max_retries=0) as sdk:
         yield sdk
+
+
+@pytest.fixture
+def closed_port() -> Iterator[int]:
+    """A loopback port that refuses connections (bound, never listening)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
+
+
+@pytest.fixture
+def unaccepting_port() -> Iterator[int]:
+    """A loopback port whose accept queue is full, so a new connection hangs in connect (its SYNs are dropped)."""
+    with socket.socket() as server, socket.socket() as filler:
+        server.bind(("127.0.0.1", 0))
+        server.listen(0)
+        port: int = server.getsockname()[1]
+        filler.connect(("127.0.0.1", port))
+        yield port

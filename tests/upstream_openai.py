@@ -28,6 +28,8 @@ from tests.upstream_wire import (
 CREATED = 1733000000
 FINGERPRINT = "fp_chitty01"
 MISSING_MODEL = "gpt-does-not-exist"
+# Models answered as a local Ollama answers them: Ollama ignores credentials, so no key is needed.
+LOCAL_MODELS = frozenset({"llama3", "llama3.2", "mistral", "qwen2.5"})
 _DATED_MODELS = {"gpt-4o": "gpt-4o-2024-08-06"}
 _MODELS = (
     ("gpt-4o", 1715367049),
@@ -92,7 +94,8 @@ def _error(req: RecordedRequest, status: int, message: str, param: str | None = 
 def _check(req: RecordedRequest, required: tuple[str, ...]) -> Reply | None:
     """OpenAI's own checks, in its order: key, JSON body, model, required fields."""
     scheme, _, key = req.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not key.strip():
+    local = isinstance(req.json, dict) and req.json.get("model") in LOCAL_MODELS
+    if (scheme.lower() != "bearer" or not key.strip()) and not local:
         return _error(req, 401, _MISSING_KEY)
     if key.strip() == "sk-bad":
         message = f"Incorrect API key provided: sk-bad. You can find your API key at {_KEYS_URL}."

@@ -6,6 +6,7 @@ from engine.config import ProviderSettings
 from engine.providers.anthropic import AnthropicProvider
 from engine.providers.base import Provider
 from engine.providers.echo import EchoProvider
+from engine.providers.local import LocalProvider
 from engine.providers.openai import OpenAIProvider
 
 
@@ -17,4 +18,6 @@ def build_provider(settings: ProviderSettings, session: aiohttp.ClientSession) -
         return AnthropicProvider(settings.name, settings.base_url, session)
     if settings.kind == "echo":
         return EchoProvider(settings.name)
+    if settings.kind == "local":
+        return LocalProvider(settings.name)
     raise ValueError(f"provider {settings.name}: unknown kind {settings.kind!r}")
