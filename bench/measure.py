@@ -8,7 +8,7 @@ import orjson
 
 from bench import wrk
 from bench.load import Request, Samples, percentile, run_load
-from bench.procs import Service, command_name
+from bench.procs import Service, command_name, machine_busy_seconds
 
 
 @dataclass
@@ -36,6 +36,7 @@ class Cell:
     peak_rss_mb: float | None = None
     per_process: dict[str, dict[str, float]] = field(default_factory=dict)
     client_cpu_pct: float = 0.0
+    other_cpu_pct: float = 0.0
     upstream_cpu_s_per_1k: float = 0.0
     upstream_requests: int = 0
     first_error: str = ""
@@ -85,14 +86,20 @@ async def measure(
     warmup: float,
     generator: str,
     upstream: Service,
+    services: list[Service],
 ) -> Cell:
-    """Warm up for `warmup` seconds, then measure for `seconds`; CPU is read only around the measured part."""
+    """Warm up for `warmup` seconds, then measure for `seconds`; CPU is read only around the measured part.
+
+    `other_cpu_pct` is the machine's busy time during the cell that none of `services` nor the load generator
+    used (other work on a shared machine): cells where it is high are not to be trusted."""
     if warmup > 0:
         await _drive(generator, request, concurrency, warmup)
     counted = target is not upstream
     before_cpu = target.cpu_by_pid() if counted else {}
     before_up, before_up_cpu, before_client = upstream_count(upstream), upstream.cpu(), _client_cpu(generator)
+    before_ours, before_busy = sum(s.cpu() for s in services), machine_busy_seconds()
     result = await _drive(generator, request, concurrency, seconds)
+    after_busy, after_ours = machine_busy_seconds(), sum(s.cpu() for s in services)
     after_client, after_up_cpu = _client_cpu(generator), upstream.cpu()
     after_cpu = target.cpu_by_pid() if counted else {}
     cpu_delta = {pid: round(after_cpu[pid] - before_cpu.get(pid, 0.0), 3) for pid in after_cpu}
@@ -115,7 +122,10 @@ async def measure(
         cell.first_error = result.first_error
     cell.rps = round(cell.rps, 1)
     cell.seconds = round(elapsed, 3)
-    cell.client_cpu_pct = round(100 * (after_client - before_client) / elapsed, 1)
+    client = after_client - before_client
+    cell.client_cpu_pct = round(100 * client / elapsed, 1)
+    other = (after_busy - before_busy) - (after_ours - before_ours) - client
+    cell.other_cpu_pct = round(max(0.0, 100 * other / elapsed), 1)
     cell.upstream_requests = reached
     if done:
         cell.upstream_cpu_s_per_1k = round((after_up_cpu - before_up_cpu) / done * 1000, 4)

@@ -42,6 +42,13 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores have spent busy since boot (from /proc/stat), to see load from outside the run."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return (user + nice + system + irq + softirq + steal) / _TICKS
+
+
 def memory_kb(pid: int) -> dict[str, int]:
     """VmRSS, VmHWM (peak RSS), RssAnon and RssFile of `pid`, in KiB."""
     out: dict[str, int] = {}

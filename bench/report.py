@@ -29,7 +29,16 @@ _STREAM = [
     ("+ttfb99", 7),
     ("+tot50", 7),
 ]
-_TAIL = [("cpu s/1k", 8), ("rss MB", 7), ("peak MB", 7), ("err", 5), ("gen", 6), ("load%", 5), ("up req", 7)]
+_TAIL = [
+    ("cpu s/1k", 8),
+    ("rss MB", 7),
+    ("peak MB", 7),
+    ("err", 5),
+    ("gen", 6),
+    ("load%", 5),
+    ("other%", 6),
+    ("up req", 7),
+]
 
 
 def _fmt(value: float | int | str | None, width: int) -> str:
@@ -76,7 +85,7 @@ def table(name: str, cells: list[Cell]) -> str:
     direct = {c.concurrency: c for c in cells if c.target == "direct"}
     for cell in cells:
         values = [*_row(cell, direct.get(cell.concurrency), scenario.stream), cell.client_cpu_pct]
-        values.append(cell.upstream_requests)
+        values += [cell.other_cpu_pct, cell.upstream_requests]
         text = "".join(" " + _fmt(v, width) for v, (_, width) in zip(values, columns, strict=True))
         lines.append(cell.target.ljust(8) + str(cell.concurrency).rjust(5) + text)
         if cell.first_error:

@@ -113,6 +113,7 @@ async def _run(args: argparse.Namespace, log_dir: Path, data_dir: Path) -> tuple
                         warmup=args.warmup,
                         generator="python" if scenario.stream else generator,
                         upstream=upstream,
+                        services=services,
                     )
                     cell.target = _kind(target)
                     scenario_cells.append(cell)

@@ -53,11 +53,16 @@ def cmd_config_dev(args: argparse.Namespace) -> int:
     if args.off:
         server["mode"] = "normal"
         message = "dev mode off: models route to their providers"
+    elif args.use_local:
+        server.update(mode="dev", dev_provider="local", dev_model=args.model or "local/smollm2-135m")
+        server["dev_embedding_model"] = args.embedding_model or "local/minilm-l6"
+        message = (
+            f"dev mode on: every chat model is served by {server['dev_model']} and every embedding model by "
+            f"{server['dev_embedding_model']}, inside the engine (offline, zero API cost)"
+        )
     else:
-        server["mode"] = "dev"
-        server["dev_provider"] = "ollama"
-        if args.model:
-            server["dev_model"] = args.model
+        server.update(mode="dev", dev_provider="ollama", dev_model=args.model or "llama3")
+        server["dev_embedding_model"] = args.embedding_model or ""
         if args.ollama_url:
             data.setdefault("providers", {}).setdefault("ollama", {})["base_url"] = args.ollama_url
         message = "dev mode on: every model is served by the local Ollama (zero API cost)"
@@ -90,8 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
     config = commands.add_parser("config", help="gateway configuration").add_subparsers(dest="action", required=True)
     dev = config.add_parser("dev", help="switch local development mode on or off")
     dev.add_argument("--use-ollama", action="store_true", help="route every model to a local Ollama")
+    dev.add_argument("--use-local", action="store_true", help="route every model to the models inside the engine")
+    dev.add_argument("--embedding-model", help="the model embeddings are served with in dev mode")
     dev.add_argument("--ollama-url", help="Ollama base URL (default http://localhost:11434)")
-    dev.add_argument("--model", help="the Ollama model to serve every request with (default llama3)")
+    dev.add_argument("--model", help="the model every chat request is served with (default llama3 / local)")
     dev.add_argument("--off", action="store_true", help="switch dev mode off")
     dev.set_defaults(func=cmd_config_dev)
     show = config.add_parser("show", help="print the effective configuration, secrets masked")
@@ -105,8 +112,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of `can`."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if getattr(args, "func", None) is cmd_config_dev and not (args.use_ollama or args.off):
-        parser.error("config dev: say --use-ollama or --off")
+    if getattr(args, "func", None) is cmd_config_dev and [args.use_ollama, args.use_local, args.off].count(True) != 1:
+        parser.error("config dev: say one of --use-ollama, --use-local or --off")
     try:
         sys.exit(args.func(args))
     except ConfigError as err:

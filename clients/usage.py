@@ -1,5 +1,6 @@
 """Async client for the engine's UsageService: the live usage stream, Prometheus metrics and dashboard figures."""
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import grpc
@@ -11,10 +12,11 @@ from clients.gateway import CHANNEL_OPTIONS
 
 
 class UsageWatch:
-    """A running WatchUsage call: iterate its records; `cancel()` ends it."""
+    """A running WatchUsage call: iterate its records; `cancel()` ends it, and the iteration with it."""
 
     def __init__(self, call: grpc.aio.UnaryStreamCall) -> None:  # type: ignore[type-arg]
         self._call = call
+        self._cancelled = False
 
     async def ready(self) -> None:
         """Wait until the subscription is live: records written from then on are delivered."""
@@ -33,9 +35,16 @@ class UsageWatch:
         except grpc.aio.AioRpcError as err:
             if err.code() != grpc.StatusCode.CANCELLED:
                 raise error_from_aio(err) from None
+        except asyncio.CancelledError:
+            # grpc.aio raises CancelledError from a call we cancelled ourselves: that is the end of the records.
+            # A cancellation of the task itself still propagates.
+            task = asyncio.current_task()
+            if not self._cancelled or (task is not None and task.cancelling()):
+                raise
 
     def cancel(self) -> None:
         """End the subscription."""
+        self._cancelled = True
         self._call.cancel()
 
 

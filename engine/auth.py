@@ -13,8 +13,10 @@ READ = "ai:read"
 WRITE = "ai:write"
 _MISSING_KEY = (
     "You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth "
-    "(i.e. Authorization: Bearer YOUR_KEY)."
+    "(i.e. Authorization: Bearer YOUR_KEY). Without a key, use the models inside the gateway: local/smollm2-135m "
+    "(chat) and local/minilm-l6 (embeddings), or send every model to them with `can config dev --use-local`."
 )
+ANONYMOUS = "anonymous"
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +80,17 @@ class Authenticator:
                 scopes=frozenset(token.scopes),
                 named_tenant=True,
             )
+        return self._passthrough(secret, tenant_header)
+
+    def anonymous(self) -> Principal:
+        """A caller without a credential, allowed only for models served inside the engine."""
+        return Principal(
+            scope_id=ANONYMOUS,
+            tenant=self._default_tenant or ANONYMOUS,
+            named_tenant=bool(self._default_tenant),
+        )
+
+    def _passthrough(self, secret: str, tenant_header: str) -> Principal:
         digest = hashlib.sha256(secret.encode()).hexdigest()[:16]
         tenant = (tenant_header if self._allow_tenant_header else "") or self._default_tenant
         return Principal(

@@ -44,6 +44,7 @@ class ProviderSettings:
     api_key: str | None = field(repr=False)
     api_key_env: str
     passthrough: bool = True  # whether a caller's own provider key may be forwarded to this upstream
+    queue_size: int = 8  # in-process models: calls that may wait for the model before 429
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,7 @@ class Settings:
     mode: str
     dev_provider: str
     dev_model: str
+    dev_embedding_model: str
     providers: Mapping[str, ProviderSettings]
     routes: tuple[RouteSettings, ...]
     retry: RetrySettings
@@ -168,6 +170,7 @@ def load_settings(environ: Mapping[str, str] | None = None, overrides: Mapping[s
         mode=str(server.get("mode", "normal")),
         dev_provider=str(server.get("dev_provider", "ollama")),
         dev_model=str(server.get("dev_model", "llama3")),
+        dev_embedding_model=str(server.get("dev_embedding_model", "")),
         providers=providers,
         routes=routes,
         retry=RetrySettings(
@@ -224,7 +227,15 @@ def _provider(name: str, table: Mapping[str, Any], env: Mapping[str, str]) -> Pr
     prefix = str(table.get("api_prefix", "")).rstrip("/")
     if prefix and not base_url.endswith(prefix):
         base_url += prefix
-    return ProviderSettings(name, kind, base_url, api_key, key_env, bool(table.get("passthrough", True)))
+    return ProviderSettings(
+        name,
+        kind,
+        base_url,
+        api_key,
+        key_env,
+        bool(table.get("passthrough", True)),
+        int(table.get("queue_size", 8)),
+    )
 
 
 def _route(table: Mapping[str, Any], providers: Mapping[str, ProviderSettings]) -> RouteSettings:

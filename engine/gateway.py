@@ -6,12 +6,14 @@ from contextlib import aclosing
 from dataclasses import dataclass
 
 from chittycan.v1 import cache_pb2, completion_pb2, embedding_pb2, gateway_pb2, model_pb2, usage_pb2
+from engine import errors
 from engine.accounting import Accountant, estimate_prompt_tokens
 from engine.assemble import chunks_from_response, response_from_chunks
 from engine.auth import READ, WRITE, Authenticator, Principal
 from engine.budgets import Hold, Settled
 from engine.cache import CachePolicy, ResponseCache, chat_cache_key, embedding_cache_key
 from engine.dispatch import Dispatcher
+from engine.errors import GatewayError
 from engine.ledger import UsageLedger
 from engine.metering import BYPASS, MISS, Meter
 from engine.pricing import PriceTable
@@ -56,12 +58,19 @@ class Gateway:
         self._shared_cache = shared_cache
 
     def _start(
-        self, ctx: CallContext, options: gateway_pb2.CallOptions, model: str, meter: Meter
+        self, ctx: CallContext, options: gateway_pb2.CallOptions, model: str, meter: Meter, *, embedding: bool = False
     ) -> tuple[Principal, tuple[Route, ...]]:
-        principal = self._auth.authenticate(ctx.authorization, options.tenant)
+        try:
+            principal = self._auth.authenticate(ctx.authorization, options.tenant)
+        except GatewayError as err:
+            if err.reason != errors.MISSING_API_KEY or not self._router.in_process(
+                self._router.resolve(model, embedding=embedding)
+            ):
+                raise
+            principal = self._auth.anonymous()
         meter.caller(principal)
         principal.require(WRITE)
-        return principal, self._router.resolve(model)
+        return principal, self._router.resolve(model, embedding=embedding)
 
     def _scope(self, principal: Principal) -> str:
         return "shared" if self._shared_cache else principal.scope_id
@@ -97,7 +106,7 @@ class Gateway:
         """Embeddings."""
         request = call.request
         with Meter(self._ledger, ctx.request_id, request.model, usage_pb2.OPERATION_EMBED) as meter:
-            principal, routes = self._start(ctx, call.options, request.model, meter)
+            principal, routes = self._start(ctx, call.options, request.model, meter, embedding=True)
             decision = self._policy.for_embedding(call.options)
             key = embedding_cache_key(self._scope(principal), routes[0], request) if decision.store else b""
             if decision.lookup and (entry := self._cache.get(key)) is not None and entry.HasField("embedding"):

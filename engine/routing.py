@@ -35,22 +35,40 @@ class Router:
         self._dev = settings.mode == "dev"
         self._dev_provider = settings.dev_provider
         self._dev_model = settings.dev_model
-        self._cache: dict[str, tuple[Route, ...]] = {}
+        self._dev_embedding_model = settings.dev_embedding_model or settings.dev_model
+        self._in_process = {name for name, p in settings.providers.items() if p.kind == "local"}
+        self._cache: dict[tuple[str, bool], tuple[Route, ...]] = {}
 
-    def resolve(self, model: str) -> tuple[Route, ...]:
-        """The primary route for `model` followed by its fallbacks; raises NOT_FOUND for an unknown model."""
-        chain = self._cache.get(model)
+    def resolve(self, model: str, *, embedding: bool = False) -> tuple[Route, ...]:
+        """The primary route for `model` followed by its fallbacks; raises NOT_FOUND for an unknown model.
+
+        `embedding` picks the dev-mode embedding model; outside dev mode it changes nothing.
+        """
+        key = (model, embedding)
+        chain = self._cache.get(key)
         if chain is None:
-            chain = self._build_chain(model)
+            chain = self._build_chain(model, embedding)
             if len(self._cache) < _CACHE_LIMIT:  # pattern routes admit any name: bound what is remembered
-                self._cache[model] = chain
+                self._cache[key] = chain
         return chain
+
+    def in_process(self, routes: tuple[Route, ...]) -> bool:
+        """Whether every route of a chain is served inside the engine (no upstream, no key needed)."""
+        return all(route.provider in self._in_process for route in routes)
+
+    def dev_summary(self) -> str | None:
+        """Where dev mode sends models, for the engine's first log line; None outside dev mode."""
+        if not self._dev:
+            return None
+        chat = _dev_name(self._dev_provider, self._dev_model)
+        embedding = _dev_name(self._dev_provider, self._dev_embedding_model)
+        return f"DEV MODE: every chat model is served by {chat}, every embedding model by {embedding}"
 
     def models(self) -> list[str]:
         """Names clients can use (exact routes; patterns cannot be listed)."""
         return list(self._exact)
 
-    def _build_chain(self, model: str) -> tuple[Route, ...]:
+    def _build_chain(self, model: str, embedding: bool) -> tuple[Route, ...]:
         first = self._match(model)
         if first is None:
             raise GatewayError(
@@ -59,8 +77,8 @@ class Router:
                 f"The model `{model}` does not exist or you do not have access to it.",
                 param="model",
             )
-        if self._dev:
-            return (self._dev_route(model, first),)
+        if self._dev and first.provider not in self._in_process:
+            return (self._dev_route(self._dev_embedding_model if embedding else self._dev_model, first),)
         chain: list[Route] = []
         pending = [(model, first)]
         seen: set[str] = set()
@@ -78,15 +96,20 @@ class Router:
             return exact
         return next((r for r in self._patterns if fnmatchcase(model, r.model)), None)
 
-    def _dev_route(self, model: str, settings: RouteSettings) -> Route:
+    def _dev_route(self, upstream: str, settings: RouteSettings) -> Route:
         return Route(
-            model=f"{self._dev_provider}/{self._dev_model}",
+            model=_dev_name(self._dev_provider, upstream),
             provider=self._dev_provider,
-            upstream_model=self._dev_model,
+            upstream_model=upstream,
             connect_timeout=settings.connect_timeout,
             first_byte_timeout=settings.first_byte_timeout,
             total_timeout=settings.total_timeout,
         )
+
+
+def _dev_name(provider: str, upstream: str) -> str:
+    """`ollama/llama3`; a model already named after its provider (`local/smollm2-135m`) keeps its name."""
+    return upstream if upstream.startswith(f"{provider}/") else f"{provider}/{upstream}"
 
 
 def _is_pattern(model: str) -> bool:

@@ -75,6 +75,9 @@ class Engine:
 async def start_engine(settings: Settings, *, telemetry: Telemetry | None = None) -> Engine:
     """Build and start an engine listening on `settings.engine_addr` (port 0 picks a free port); tracing as the
     OTEL_* variables say unless `telemetry` is given."""
+    router = Router(settings)
+    if (dev := router.dev_summary()) is not None:
+        log.warning("%s (switch off with `can config dev --off`)", dev)
     telemetry = telemetry or Telemetry.from_env()
     store = Store(settings.data_dir, map_size=settings.store_map_size)
     writer = StoreWriter(store)
@@ -100,7 +103,7 @@ async def start_engine(settings: Settings, *, telemetry: Telemetry | None = None
         session=session,
     )
     gateway = Gateway(
-        router=Router(settings),
+        router=router,
         dispatcher=Dispatcher(providers, settings.providers, settings.retry),
         authenticator=Authenticator(
             tokens, default_tenant=tenancy.default_tenant, allow_tenant_header=tenancy.allow_tenant_header

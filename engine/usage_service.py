@@ -47,6 +47,7 @@ class UsageServicer(observability_pb2_grpc.UsageServiceServicer):
         context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
     ) -> observability_pb2.GetMetricsResponse:
         try:
+            await self._ledger.flush()  # read this process's own records, however recent
             text = await self._metrics.exposition()
         except Exception:  # noqa: BLE001 - a bug must still end as a clean INTERNAL status
             await abort(context, internal_error("metrics"))
@@ -64,6 +65,7 @@ class UsageServicer(observability_pb2_grpc.UsageServiceServicer):
                 raise GatewayError(
                     grpc.StatusCode.INVALID_ARGUMENT, errors.INVALID_REQUEST, "`since` must be before `until`."
                 )
+            await self._ledger.flush()
             figures = await asyncio.to_thread(
                 lambda: dashboard_from_records(
                     self._ledger.read(since_ns, until_ns), _timestamp(since_ns), _timestamp(until_ns)

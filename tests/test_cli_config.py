@@ -48,7 +48,12 @@ def test_dev_options_and_off_keep_the_rest_of_the_file(tmp_path: Path) -> None:
     done = _can(tmp_path, config, "config", "dev", "--use-ollama", "--model", "qwen2.5", "--ollama-url", "http://o:1")
     assert done.returncode == 0, done.stderr
     written = tomllib.loads(config.read_text())
-    assert written["server"] == {"mode": "dev", "dev_provider": "ollama", "dev_model": "qwen2.5"}
+    assert written["server"] == {
+        "mode": "dev",
+        "dev_provider": "ollama",
+        "dev_model": "qwen2.5",
+        "dev_embedding_model": "",
+    }
     assert written["providers"]["ollama"]["base_url"] == "http://o:1"
     assert written["cache"] == {"mode": "off"}
     assert _can(tmp_path, config, "config", "dev", "--off").returncode == 0

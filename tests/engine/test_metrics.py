@@ -200,4 +200,4 @@ def test_dashboard_figures() -> None:
     assert figures.latency.samples == 4, "the failed request is not in the latency figures"
     assert [figures.latency.p50.ToMicroseconds(), figures.latency.p99.ToMicroseconds()] == [2000, 4000]
     assert [(m.model, m.requests) for m in figures.models] == [("gpt-4o", 4), ("claude-sonnet-4", 1)]
-    assert figures.since == since and figures.until == until
+    assert (figures.since, figures.until) == (since, until)
