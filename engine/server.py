@@ -23,6 +23,7 @@ from engine.metrics import LedgerMetrics
 from engine.pricing import PriceTable, load_prices
 from engine.provider_spans import traced
 from engine.providers import build_provider
+from engine.providers.local import LocalProvider
 from engine.routing import Router
 from engine.service import GatewayServicer
 from engine.store import Store, StoreWriter
@@ -60,6 +61,7 @@ class Engine:
     _writer: StoreWriter
     _store: Store
     telemetry: Telemetry
+    _in_process: list[LocalProvider]
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop taking calls, let running ones finish, then flush the store and close everything."""
@@ -68,6 +70,8 @@ class Engine:
         await self._accountant.close()
         await self._writer.close()
         await self._session.close()
+        for provider in self._in_process:
+            await asyncio.to_thread(provider.close)
         self._store.close()
         await self.telemetry.shutdown()
 
@@ -86,7 +90,9 @@ async def start_engine(settings: Settings, *, telemetry: Telemetry | None = None
         connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=60),
         auto_decompress=True,
     )
-    providers = {name: traced(build_provider(p, session), telemetry) for name, p in settings.providers.items()}
+    built = {name: build_provider(p, session) for name, p in settings.providers.items()}
+    providers = {name: traced(provider, telemetry) for name, provider in built.items()}
+    in_process = [p for p in built.values() if isinstance(p, LocalProvider)]
     ledger = UsageLedger(store, writer)
     cache = ResponseCache(store, writer, ttl_seconds=settings.cache.ttl_seconds, max_bytes=settings.cache.max_bytes)
     tenancy = settings.tenancy
@@ -142,6 +148,7 @@ async def start_engine(settings: Settings, *, telemetry: Telemetry | None = None
         writer,
         store,
         telemetry,
+        in_process,
     )
 
 

@@ -113,8 +113,11 @@ class _Worker:
             future.add_done_callback(lambda _: self._slots.release())
 
     def close(self) -> None:
-        """Stop the thread (running work finishes)."""
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        """Free the model on its own thread, then stop the thread (blocking: call from a thread)."""
+        model = self._model
+        if model is not None and hasattr(model, "close"):
+            self._executor.submit(model.close)
+        self._executor.shutdown(wait=True, cancel_futures=False)
 
 
 def _load_chat() -> Any:
