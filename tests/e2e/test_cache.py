@@ -123,7 +123,8 @@ def test_stream_after_non_stream_and_back_give_identical_content(client: openai.
     assert chunks[0].choices[0].delta.role == "assistant"
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == whole.choices[0].message.content
     assert chunks[-2].choices[0].finish_reason == "stop"
-    assert chunks[-1].choices == [] and chunks[-1].usage == whole.usage
+    assert chunks[-1].choices == []
+    assert chunks[-1].usage == whole.usage
 
     other = [{"role": "user", "content": "Stream me first"}]
     streamed = client.chat.completions.create(model="gpt-4o", messages=other, temperature=0, stream=True)
@@ -217,10 +218,15 @@ def test_ledger_records_hits_and_misses(client: openai.OpenAI, stack: Stack) -> 
     _create(client, temperature=0)
     stack.flush()
     miss, hit = list(stack.engine.ledger.read())[-2:]
-    assert miss.cache == usage_pb2.CACHE_STATUS_MISS and hit.cache == usage_pb2.CACHE_STATUS_HIT
-    assert miss.cost_micros > 0 and hit.cost_micros == 0 and hit.saved_micros == miss.cost_micros
+    assert miss.cache == usage_pb2.CACHE_STATUS_MISS
+    assert hit.cache == usage_pb2.CACHE_STATUS_HIT
+    assert miss.cost_micros > 0
+    assert hit.cost_micros == 0
+    assert hit.saved_micros == miss.cost_micros
     assert hit.prompt_tokens == miss.prompt_tokens
-    assert miss.provider == "openai" and miss.routed_model == "gpt-4o" and miss.http_status == 200
+    assert miss.provider == "openai"
+    assert miss.routed_model == "gpt-4o"
+    assert miss.http_status == 200
 
 
 def test_thousand_identical_calls_hit_999_times(client: openai.OpenAI, stack: Stack) -> None:

@@ -51,7 +51,7 @@ def test_parameters_reach_the_upstream_unchanged(client: openai.OpenAI, stack: S
                     {"type": "image_url", "image_url": {"url": "https://example.com/cat.png", "detail": "low"}},
                 ],
             },
-        ],  # fmt: skip
+        ],
         temperature=0.5,
         max_tokens=50,
         top_p=0.9,
@@ -120,7 +120,8 @@ def test_stream_usage_chunk_when_asked(client: openai.OpenAI, stack: Stack) -> N
         )
     )
     assert chunks[-1].choices == []
-    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+    assert chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens > 0
     assert stack.upstream_requests("/v1/chat/completions")[-1].json["stream_options"] == {"include_usage": True}
 
 
@@ -162,7 +163,8 @@ def test_non_stream_tool_call_and_tool_result_turn(client: openai.OpenAI) -> Non
     message = first.choices[0].message
     assert first.choices[0].finish_reason == "tool_calls"
     assert message.content is None
-    assert message.tool_calls and message.tool_calls[0].function.name == "get_weather"
+    assert message.tool_calls
+    assert message.tool_calls[0].function.name == "get_weather"
     second = client.chat.completions.create(
         model="gpt-4o",
         messages=[

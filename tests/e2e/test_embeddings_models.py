@@ -52,7 +52,7 @@ def test_embedding_token_arrays(client: openai.OpenAI, stack: Stack) -> None:
 
 def test_embedding_bad_input_is_400(client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as caught:
-        client.embeddings.create(model="text-embedding-3-small", input=[{"x": 1}])  # type: ignore[list-item]
+        client.embeddings.create(model="text-embedding-3-small", input=[{"x": 1}])  # type: ignore[arg-type]
     assert caught.value.param == "input"
 
 

@@ -21,9 +21,11 @@ def test_missing_key_is_401(stack: Stack) -> None:
 
 
 def test_upstream_rejects_passthrough_key(stack: Stack) -> None:
-    with openai.OpenAI(api_key="sk-bad", base_url=stack.base_url, max_retries=0) as sdk:
-        with pytest.raises(openai.AuthenticationError) as caught:
-            sdk.chat.completions.create(model="gpt-4o", messages=HELLO)
+    with (
+        openai.OpenAI(api_key="sk-bad", base_url=stack.base_url, max_retries=0) as sdk,
+        pytest.raises(openai.AuthenticationError) as caught,
+    ):
+        sdk.chat.completions.create(model="gpt-4o", messages=HELLO)
     assert caught.value.status_code == 401
     assert caught.value.code == "invalid_api_key"
 
@@ -56,7 +58,7 @@ def test_unknown_model_is_404_model_not_found(client: openai.OpenAI, stack: Stac
             "response_format.type",
             "invalid_value",
         ),
-    ],  # fmt: skip
+    ],
 )
 def test_bad_fields_are_400_with_param(stack: Stack, body: dict[str, object], param: str, code: str) -> None:
     response = rawhttp.post(
@@ -119,9 +121,11 @@ def test_upstream_429_is_rate_limit_error_with_retry_after(stack: Stack) -> None
 
 def test_unreachable_upstream_is_503(stack_factory: object) -> None:
     stack = stack_factory(providers={"openai": {"base_url": "http://127.0.0.1:9/v1"}})  # type: ignore[operator]
-    with openai.OpenAI(api_key=API_KEY, base_url=stack.base_url, max_retries=0) as sdk:
-        with pytest.raises(openai.APIStatusError) as caught:
-            sdk.chat.completions.create(model="gpt-4o", messages=HELLO)
+    with (
+        openai.OpenAI(api_key=API_KEY, base_url=stack.base_url, max_retries=0) as sdk,
+        pytest.raises(openai.APIStatusError) as caught,
+    ):
+        sdk.chat.completions.create(model="gpt-4o", messages=HELLO)
     assert caught.value.status_code == 503
     assert caught.value.code == "upstream_unavailable"
 
@@ -130,9 +134,11 @@ def test_upstream_timeout_is_504(stack_factory: object) -> None:
     stack = stack_factory(routes=[{"model": "slow", "provider": "openai", "upstream_model": "gpt-4o", "timeout": 0.3}])  # type: ignore[operator]
     stack.call(lambda: stack.upstream.script(delay=5, times=2))
     started = time.monotonic()
-    with openai.OpenAI(api_key=API_KEY, base_url=stack.base_url, max_retries=0) as sdk:
-        with pytest.raises(openai.APIStatusError) as caught:
-            sdk.chat.completions.create(model="slow", messages=HELLO)
+    with (
+        openai.OpenAI(api_key=API_KEY, base_url=stack.base_url, max_retries=0) as sdk,
+        pytest.raises(openai.APIStatusError) as caught,
+    ):
+        sdk.chat.completions.create(model="slow", messages=HELLO)
     assert caught.value.status_code == 504
     assert caught.value.code == "timeout"
     assert time.monotonic() - started < 4
@@ -141,10 +147,14 @@ def test_upstream_timeout_is_504(stack_factory: object) -> None:
 def test_error_after_stream_started_is_raised_in_band(client: openai.OpenAI, stack: Stack) -> None:
     stack.call(lambda: stack.upstream.script(fail_after_chunks=2))
     stream = client.chat.completions.create(model="gpt-4o", messages=HELLO, stream=True)
-    received = []
-    with pytest.raises(openai.APIError):
+    received: list[openai.types.chat.ChatCompletionChunk] = []
+
+    def drain() -> None:
         for chunk in stream:
             received.append(chunk)
+
+    with pytest.raises(openai.APIError):
+        drain()
     # aiohttp drops bytes still buffered once it sees the broken connection, so the second chunk may be lost.
     assert 1 <= len(received) <= 2
     assert received[0].choices[0].delta.role == "assistant"

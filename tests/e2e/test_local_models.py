@@ -39,7 +39,9 @@ def test_chat_and_stream_have_openai_structure(local: openai.OpenAI) -> None:
     assert res.choices[0].message.role == "assistant"
     assert res.choices[0].message.content
     assert res.choices[0].finish_reason in ("stop", "length")
-    assert res.usage is not None and res.usage.prompt_tokens > 0 and res.usage.completion_tokens > 0
+    assert res.usage is not None
+    assert res.usage.prompt_tokens > 0
+    assert res.usage.completion_tokens > 0
     chunks = list(
         local.chat.completions.create(
             model=CHAT,
@@ -51,7 +53,9 @@ def test_chat_and_stream_have_openai_structure(local: openai.OpenAI) -> None:
     )
     assert chunks[0].choices[0].delta.role == "assistant"
     assert sum(1 for c in chunks if c.choices and c.choices[0].delta.content) > 1, "token by token"
-    assert chunks[-1].choices == [] and chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+    assert chunks[-1].choices == []
+    assert chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens > 0
     assert all(c.model == CHAT for c in chunks)
 
 
@@ -77,7 +81,8 @@ def test_max_tokens_gives_length_and_stop_stops(local: openai.OpenAI) -> None:
         model=CHAT, messages=[{"role": "user", "content": "Write a long story about a dog."}], max_tokens=3
     )
     assert res.choices[0].finish_reason == "length"
-    assert res.usage is not None and res.usage.completion_tokens == 3
+    assert res.usage is not None
+    assert res.usage.completion_tokens == 3
     stopped = local.chat.completions.create(
         model=CHAT, messages=[{"role": "user", "content": "List the numbers 1 to 10."}], stop=["5"], max_tokens=64
     )
@@ -172,14 +177,16 @@ def test_without_the_extra_local_models_answer_a_clear_error(tmp_path: Path) -> 
         [sys.executable, "-c", "import llama_cpp"], env={"PYTHONPATH": str(hide)}, capture_output=True, check=False
     )
     assert probe.returncode != 0, "the package is hidden in that environment"
-    with start_gateway_processes(tmp_path / "data", extra_env={"PYTHONPATH": str(hide)}) as gateway:
-        with openai.OpenAI(api_key="sk-x", base_url=gateway.base_url, max_retries=0) as sdk:
-            for call in (
-                lambda: sdk.chat.completions.create(model=CHAT, messages=[{"role": "user", "content": "hi"}]),
-                lambda: sdk.embeddings.create(model=EMBED, input="hi"),
-            ):
-                with pytest.raises(openai.APIStatusError) as caught:
-                    call()
-                assert caught.value.status_code == 501
-                assert "make local" in caught.value.message
-            assert sdk.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}]).choices
+    with (
+        start_gateway_processes(tmp_path / "data", extra_env={"PYTHONPATH": str(hide)}) as gateway,
+        openai.OpenAI(api_key="sk-x", base_url=gateway.base_url, max_retries=0) as sdk,
+    ):
+        for call in (
+            lambda: sdk.chat.completions.create(model=CHAT, messages=[{"role": "user", "content": "hi"}]),
+            lambda: sdk.embeddings.create(model=EMBED, input="hi"),
+        ):
+            with pytest.raises(openai.APIStatusError) as caught:
+                call()
+            assert caught.value.status_code == 501
+            assert "make local" in caught.value.message
+        assert sdk.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}]).choices

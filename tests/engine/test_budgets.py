@@ -33,7 +33,8 @@ def test_reserve_settle_and_refuse_at_the_budget(store: Store) -> None:
     budgets.set_budget("t", 1_000)
     first = budgets.reserve("t", 600)
     second = budgets.reserve("t", 600)
-    assert first is not None and second is not None
+    assert first is not None
+    assert second is not None
     with pytest.raises(GatewayError) as caught:
         budgets.reserve("t", 1)
     assert caught.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED

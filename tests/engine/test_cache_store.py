@@ -43,7 +43,8 @@ async def test_entries_expire_after_ttl(store: tuple[Store, StoreWriter]) -> Non
     cache.put(b"k", _entry("hello"))
     await cache.flush()
     entry = cache.get(b"k")
-    assert entry is not None and entry.chat.choices[0].message.text == "hello"
+    assert entry is not None
+    assert entry.chat.choices[0].message.text == "hello"
     clock.now += 61
     assert cache.get(b"k") is None
 
@@ -61,7 +62,8 @@ async def test_size_bound_evicts_oldest_first(store: tuple[Store, StoreWriter]) 
     present = [i for i in range(5) if cache.get(f"key-{i:02d}-padding-to-32-bytes!!".encode())]
     assert present == [2, 3, 4]
     entries, total = cache.stats()
-    assert entries == 3 and total <= size * 3
+    assert entries == 3
+    assert total <= size * 3
 
 
 async def test_rewriting_a_key_keeps_the_byte_total_exact(store: tuple[Store, StoreWriter]) -> None:
