@@ -104,7 +104,8 @@ def _digest(kind: bytes, scope: str, route: Route, body: bytes) -> bytes:
 class ResponseCache:
     """Reads on the event loop (a read transaction is a memory-mapped lookup); writes through the StoreWriter.
 
-    The byte total of all entries is kept in the same transactions as the entries, so several processes
+    An entry queued but not yet committed is served from memory, so the call right after a miss is a hit even
+    before the batched write lands. The byte total of all entries is kept in the same transactions as the entries, so several processes
     agree on it; past `max_bytes` the oldest entries are evicted first.
     """
 
@@ -125,14 +126,17 @@ class ResponseCache:
         self._ttl = ttl_seconds
         self._max_bytes = max_bytes
         self._clock = clock
+        self._pending: dict[bytes, cache_pb2.CacheEntry] = {}
 
     def get(self, key: bytes) -> cache_pb2.CacheEntry | None:
         """The fresh entry under `key`, or None."""
-        with self._env.begin(db=self._entries, buffers=True) as txn:
-            raw = txn.get(key)
-            if raw is None:
-                return None
-            entry = cache_pb2.CacheEntry.FromString(bytes(raw))
+        entry = self._pending.get(key)
+        if entry is None:
+            with self._env.begin(db=self._entries, buffers=True) as txn:
+                raw = txn.get(key)
+                if raw is None:
+                    return None
+                entry = cache_pb2.CacheEntry.FromString(bytes(raw))
         return entry if entry.expires_unix > self._clock() else None
 
     def put(self, key: bytes, entry: cache_pb2.CacheEntry) -> None:
@@ -141,7 +145,13 @@ class ResponseCache:
         entry.created_unix = now
         entry.expires_unix = now + self._ttl
         value = entry.SerializeToString()
-        self._writer.submit(lambda txn: self._write(txn, key, value, now))
+        self._pending[key] = entry
+
+        def committed() -> None:
+            if self._pending.get(key) is entry:  # a newer put of the same key keeps its own entry
+                del self._pending[key]
+
+        self._writer.submit(lambda txn: self._write(txn, key, value, now), committed)
 
     async def flush(self) -> None:
         """Wait until queued entries are stored."""

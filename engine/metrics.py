@@ -7,7 +7,6 @@ import asyncio
 from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
-from datetime import UTC, datetime
 from typing import TypeVar
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -21,6 +20,7 @@ from prometheus_client.metrics_core import (
 
 from chittycan.v1 import usage_pb2
 from engine import errors
+from engine.budgets import month_of
 from engine.ledger import UsageLedger
 from engine.telemetry import CACHE_NAMES
 
@@ -41,11 +41,6 @@ UPSTREAM_REASONS = frozenset(
 # The model label is what clients asked for; past this many distinct values, new ones count as "other".
 MAX_MODEL_LABELS = 200
 OTHER_MODEL = "other"
-
-
-def month_of_record(record: usage_pb2.UsageRecord) -> str:
-    """The UTC calendar month (YYYY-MM) a record's request arrived in."""
-    return datetime.fromtimestamp(record.time.seconds, UTC).strftime("%Y-%m")
 
 
 class _Histogram:
@@ -102,7 +97,7 @@ class _Totals:
         self.cost_micros[(model, provider)] += record.cost_micros
         if record.saved_micros:
             self.saved_micros[(model, provider)] += record.saved_micros
-            self.saved_by_month[month_of_record(record)] += record.saved_micros
+            self.saved_by_month[month_of(record.time.seconds)] += record.saved_micros
         if record.http_status >= 400:
             self.failures[(model, status, record.error_reason)] += 1
         if record.error_reason in UPSTREAM_REASONS:
@@ -128,21 +123,18 @@ class LedgerMetrics:
         self._registry = CollectorRegistry(auto_describe=False)
         self._registry.register(self)
 
-    async def refresh(self) -> None:
-        """Fold in the records written since the last refresh (the first reads the whole ledger)."""
-        async with self._lock:
-            await asyncio.to_thread(self._catch_up)
-
     async def exposition(self) -> bytes:
-        """Refresh, then render in the Prometheus text format (CONTENT_TYPE)."""
+        """Fold in the records written since the last call (the first reads the whole ledger), then render in the
+        Prometheus text format (CONTENT_TYPE)."""
         async with self._lock:
             await asyncio.to_thread(self._catch_up)
             return generate_latest(self._registry)
 
     async def month_saved_micros(self, month: str) -> int:
         """What cache hits saved in a UTC month (YYYY-MM), across the whole ledger."""
-        await self.refresh()
-        return self._totals.saved_by_month[month]
+        async with self._lock:
+            await asyncio.to_thread(self._catch_up)
+            return self._totals.saved_by_month[month]
 
     def _catch_up(self) -> None:
         for sequence, record in self._ledger.read_written(self._after):

@@ -5,8 +5,9 @@ Telemetry allows content (CHITTYCAN_TRACE_CONTENT=true), as proto JSON under `ge
 `gen_ai.output.messages`.
 """
 
-from collections.abc import AsyncIterator, Iterable
-from contextlib import aclosing
+import asyncio
+from collections.abc import AsyncIterator, Iterable, Iterator
+from contextlib import aclosing, contextmanager
 
 import orjson
 from google.protobuf import json_format
@@ -51,12 +52,8 @@ class _TracedProvider:
     async def complete(self, request: completion_pb2.ChatRequest, call: UpstreamCall) -> completion_pb2.ChatResponse:
         """A non-streamed completion in a `chat` span."""
         span = self._start("chat", call, request)
-        with trace.use_span(span, end_on_exit=True, record_exception=False, set_status_on_exception=False):
-            try:
-                response = await self._inner.complete(request, call)
-            except GatewayError as err:
-                _failed(span, err)
-                raise
+        with trace.use_span(span, record_exception=False, set_status_on_exception=False), _ending(span):
+            response = await self._inner.complete(request, call)
             _set_response(span, response.id, response.model, response.usage)
             span.set_attribute("gen_ai.response.finish_reasons", [_finish(c.finish_reason) for c in response.choices])
             if self._content:
@@ -71,37 +68,31 @@ class _TracedProvider:
         collected: list[completion_pb2.ChatChunk] = []
         finishes: list[str] = []
         first = True
-        try:
-            async with aclosing(self._inner.stream_completion(request, call)) as chunks:  # type: ignore[type-var]
-                async for chunk in chunks:
-                    if first or chunk.HasField("usage"):
-                        _set_response(span, chunk.id, chunk.model, chunk.usage if chunk.HasField("usage") else None)
-                        first = False
-                    finishes.extend(_finish(c.finish_reason) for c in chunk.choices if c.finish_reason)
-                    if self._content:
-                        collected.append(chunk)
-                    yield chunk
-        except GatewayError as err:
-            _failed(span, err)
-            raise
-        finally:
-            span.set_attribute("gen_ai.response.finish_reasons", finishes)
-            if self._content and collected:
-                output = response_from_chunks(collected).choices
-                span.set_attribute("gen_ai.output.messages", _proto_json(c.message for c in output))
-            span.end()
+        with _ending(span):
+            try:
+                async with aclosing(self._inner.stream_completion(request, call)) as chunks:  # type: ignore[type-var]
+                    async for chunk in chunks:
+                        if first or chunk.HasField("usage"):
+                            usage = chunk.usage if chunk.HasField("usage") else None
+                            _set_response(span, chunk.id, chunk.model, usage)
+                            first = False
+                        finishes.extend(_finish(c.finish_reason) for c in chunk.choices if c.finish_reason)
+                        if self._content:
+                            collected.append(chunk)
+                        yield chunk
+            finally:
+                span.set_attribute("gen_ai.response.finish_reasons", finishes)
+                if self._content and collected:
+                    output = response_from_chunks(collected).choices
+                    span.set_attribute("gen_ai.output.messages", _proto_json(c.message for c in output))
 
     async def embed(
         self, request: embedding_pb2.EmbeddingRequest, call: UpstreamCall
     ) -> embedding_pb2.EmbeddingResponse:
         """Embeddings in an `embeddings` span (inputs are never recorded)."""
         span = self._start("embeddings", call, None)
-        with trace.use_span(span, end_on_exit=True, record_exception=False, set_status_on_exception=False):
-            try:
-                response = await self._inner.embed(request, call)
-            except GatewayError as err:
-                _failed(span, err)
-                raise
+        with trace.use_span(span, record_exception=False, set_status_on_exception=False), _ending(span):
+            response = await self._inner.embed(request, call)
             span.set_attribute("gen_ai.response.model", response.model)
             span.set_attribute("gen_ai.usage.input_tokens", response.usage.prompt_tokens)
             return response
@@ -130,9 +121,24 @@ def _set_response(span: Span, response_id: str, model: str, usage: completion_pb
         span.set_attribute("gen_ai.usage.output_tokens", usage.completion_tokens)
 
 
-def _failed(span: Span, err: GatewayError) -> None:
-    span.set_attribute("error.type", err.reason)
-    span.set_status(Status(StatusCode.ERROR, err.code.name))
+@contextmanager
+def _ending(span: Span) -> Iterator[None]:
+    """End `span` with the block; a failure sets its status and `error.type` (the exception's text, which could
+    quote the upstream's answer, is not recorded)."""
+    try:
+        yield
+    except GatewayError as err:
+        span.set_attribute("error.type", err.reason)
+        span.set_status(Status(StatusCode.ERROR, err.code.name))
+        raise
+    except (asyncio.CancelledError, GeneratorExit):
+        raise
+    except Exception as exc:
+        span.set_attribute("error.type", type(exc).__name__)
+        span.set_status(Status(StatusCode.ERROR))
+        raise
+    finally:
+        span.end()
 
 
 def _finish(reason: completion_pb2.FinishReason.ValueType) -> str:

@@ -1,12 +1,14 @@
 """The request log: one JSON line per request, written where its usage record is written, secrets masked.
 
 Lines go to the `chittycan.requests` logger; `configure()` (called by `python -m engine`) sends them to stdout as
-bare JSON, apart from the human-readable log on stderr.
+bare JSON, apart from the human-readable log on stderr. CHITTYCAN_REQUEST_LOG=off switches them off.
 """
 
 import logging
+import os
 import re
 import sys
+from collections.abc import Mapping
 from typing import TextIO
 
 import orjson
@@ -16,6 +18,7 @@ from chittycan.v1 import usage_pb2
 from engine.telemetry import CACHE_NAMES, OPERATION_NAMES
 
 LOGGER_NAME = "chittycan.requests"
+REQUEST_LOG_ENV = "CHITTYCAN_REQUEST_LOG"
 log = logging.getLogger(LOGGER_NAME)
 
 # Credential shapes: bearer values, provider keys (sk-, sk-ant-, gsk_, xai-), gateway tokens and master keys.
@@ -65,10 +68,14 @@ def log_request(record: usage_pb2.UsageRecord) -> None:
         log.info("%s", line_from_record(record).decode())
 
 
-def configure(stream: TextIO = sys.stdout) -> None:
-    """Send request lines to `stream` as bare JSON lines, and only there."""
+def configure(stream: TextIO = sys.stdout, environ: Mapping[str, str] | None = None) -> None:
+    """Send request lines to `stream` as bare JSON lines, and only there (nowhere with CHITTYCAN_REQUEST_LOG=off)."""
+    env = os.environ if environ is None else environ
+    log.propagate = False
+    if env.get(REQUEST_LOG_ENV, "").strip().lower() in {"off", "false", "0", "no"}:
+        log.setLevel(logging.CRITICAL + 1)
+        return
     handler = logging.StreamHandler(stream)
     handler.setFormatter(logging.Formatter("%(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
-    log.propagate = False

@@ -54,16 +54,16 @@ class StoreWriter:
 
     def __init__(self, store: Store) -> None:
         self._store = store
-        self._queue: asyncio.Queue[WriteOp | asyncio.Event] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[WriteOp, Callable[[], None] | None] | asyncio.Event] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         """Start the writer task on the running loop."""
         self._task = asyncio.create_task(self._run(), name="store-writer")
 
-    def submit(self, op: WriteOp) -> None:
-        """Queue one write; never blocks."""
-        self._queue.put_nowait(op)
+    def submit(self, op: WriteOp, on_commit: Callable[[], None] | None = None) -> None:
+        """Queue one write; never blocks. `on_commit` runs on the event loop once the write's batch is over."""
+        self._queue.put_nowait((op, on_commit))
 
     async def flush(self) -> None:
         """Wait for everything submitted before this call to be committed."""
@@ -89,16 +89,21 @@ class StoreWriter:
             item = await self._queue.get()
             batch: list[WriteOp] = []
             waiters: list[asyncio.Event] = []
+            callbacks: list[Callable[[], None]] = []
             while True:
                 if isinstance(item, asyncio.Event):
                     waiters.append(item)
                 else:
-                    batch.append(item)
+                    batch.append(item[0])
+                    if item[1] is not None:
+                        callbacks.append(item[1])
                 if len(batch) >= _BATCH or self._queue.empty():
                     break
                 item = self._queue.get_nowait()
             if batch:
                 await asyncio.to_thread(self._commit, batch)
+            for callback in callbacks:
+                callback()
             for waiter in waiters:
                 waiter.set()
 

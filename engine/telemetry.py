@@ -25,6 +25,17 @@ from chittycan.v1 import usage_pb2
 TRACE_CONTENT_ENV = "CHITTYCAN_TRACE_CONTENT"
 ENGINE_SERVICE_NAME = "chittycan-engine"
 _TRACED_METHODS = "/chittycan.v1.GatewayService/"
+# Codes that mark a server span as failed (OpenTelemetry's gRPC conventions); the others are the caller's doing.
+_SERVER_ERRORS = frozenset(
+    {
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.UNIMPLEMENTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DATA_LOSS,
+    }
+)
 _TRUE = frozenset({"1", "true", "yes", "on"})
 
 OPERATION_NAMES: Mapping[int, str] = {
@@ -44,13 +55,13 @@ _Request = TypeVar("_Request")
 _Response = TypeVar("_Response")
 
 
-def tracer_provider_from_env(service_name: str, environ: Mapping[str, str] | None = None) -> trace.TracerProvider:
+def tracer_provider_from_env(service_name: str) -> trace.TracerProvider:
     """An SDK provider exporting over OTLP/HTTP when OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT is set, else a no-op one.
 
     The exporter, sampler, batching and resource read the standard OTEL_* variables themselves; OTEL_SERVICE_NAME
     wins over `service_name`, and OTEL_SDK_DISABLED=true or OTEL_TRACES_EXPORTER=none switch tracing off.
     """
-    env = os.environ if environ is None else environ
+    env = os.environ
     endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
     disabled = env.get("OTEL_SDK_DISABLED", "").lower() == "true" or env.get("OTEL_TRACES_EXPORTER") == "none"
     if not endpoint or disabled:
@@ -204,7 +215,7 @@ class _CallInterceptor(grpc.aio.ServerInterceptor):
                 finally:
                     code = context.code() or code
                     span.set_attribute("rpc.grpc.status_code", code.value[0])
-                    if code is not grpc.StatusCode.OK:
-                        span.set_status(Status(StatusCode.ERROR))
+                    if code in _SERVER_ERRORS:
+                        span.set_status(Status(StatusCode.ERROR, code.name))
         finally:
             self._telemetry.in_flight -= 1

@@ -3,13 +3,13 @@
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
 
 import grpc
 from google.protobuf import timestamp_pb2
 
 from chittycan.v1 import observability_pb2, observability_pb2_grpc, usage_pb2
 from engine import errors
+from engine.budgets import month_of
 from engine.dashboard import dashboard_from_records
 from engine.errors import GatewayError
 from engine.ledger import UsageLedger
@@ -71,8 +71,7 @@ class UsageServicer(observability_pb2_grpc.UsageServiceServicer):
                     self._ledger.read(since_ns, until_ns), _timestamp(since_ns), _timestamp(until_ns)
                 )
             )
-            month = datetime.fromtimestamp(until_ns / 1e9, UTC).strftime("%Y-%m")
-            figures.month_saved_micros = await self._metrics.month_saved_micros(month)
+            figures.month_saved_micros = await self._metrics.month_saved_micros(month_of(until_ns / 1e9))
         except GatewayError as err:
             await abort(context, err)
         except Exception:  # noqa: BLE001 - a bug must still end as a clean INTERNAL status

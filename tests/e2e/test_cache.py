@@ -235,3 +235,18 @@ def test_thousand_identical_calls_hit_999_times(client: openai.OpenAI, stack: St
     statuses += [_create(client, temperature=0)[0]["x-chittycan-cache"] for _ in range(999)]
     assert statuses.count("HIT") >= 999
     assert len(stack.upstream_requests("/v1/chat/completions")) == 1
+
+
+def test_the_next_call_hits_even_before_the_entry_is_committed(client: openai.OpenAI, stack: Stack) -> None:
+    # Hold LMDB's write lock so that the engine's batched write cannot commit while the two calls run.
+    blocker = stack.engine._store.env.begin(write=True)
+    try:
+        statuses = [
+            client.chat.completions.with_raw_response.create(
+                model="gpt-4o", messages=[{"role": "user", "content": "back to back"}], temperature=0
+            ).headers["x-chittycan-cache"]
+            for _ in range(2)
+        ]
+    finally:
+        blocker.abort()
+    assert statuses == ["MISS", "HIT"]

@@ -21,7 +21,6 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
-from prometheus_client.parser import text_string_to_metric_families
 
 from chittycan.v1 import usage_pb2
 from clients.usage import UsageClient
@@ -30,6 +29,7 @@ from engine.telemetry import Telemetry
 from facade.app import create_app
 from tests import rawhttp
 from tests.processes import start_gateway_processes
+from tests.prometheus_text import parse_samples, sample_value
 from tests.stack import API_KEY, Stack, gateway_settings
 from tests.upstream import start_upstream
 
@@ -39,7 +39,6 @@ FACADE_CHAT, ENGINE_COMPLETE, ENGINE_STREAM = (
     "chittycan.v1.GatewayService/Complete",
     "chittycan.v1.GatewayService/StreamChat",
 )
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 class _Ended(SpanProcessor):
@@ -304,18 +303,6 @@ async def test_gateway_processes_export_one_trace_over_otlp(aiohttp_server: Any,
     assert all(b"7f3a9c" not in raw for raw in receiver.raw), "no prompt or completion text on the wire"
 
 
-def _samples(text: str) -> Samples:
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
-def _value(samples: Samples, name: str, **labels: str) -> float:
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
-
-
 def test_metrics_count_a_scripted_workload(stack_factory: Callable[..., Stack]) -> None:
     dollar_a_call = {"budget-model": {"input": 0.0, "cached_input": 0.0, "output": 250_000.0}}
     stack = stack_factory(
@@ -357,10 +344,12 @@ def test_metrics_count_a_scripted_workload(stack_factory: Callable[..., Stack]) 
     response = rawhttp.get(f"{stack.root_url}/metrics")
     assert response.status_code == 200
     assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
-    samples = _samples(response.text)
+    samples = parse_samples(response.text)
 
     def requests(model: str, provider: str, status: str, cache: str) -> float:
-        return _value(samples, "chittycan_requests_total", model=model, provider=provider, status=status, cache=cache)
+        return sample_value(
+            samples, "chittycan_requests_total", model=model, provider=provider, status=status, cache=cache
+        )
 
     assert requests("gpt-4o", "openai", "200", "miss") == 3
     assert requests("gpt-4o", "openai", "200", "hit") == 2
@@ -372,22 +361,24 @@ def test_metrics_count_a_scripted_workload(stack_factory: Callable[..., Stack]) 
     assert requests("budget-model", "", "429", "none") == refused
     total = sum(v for (name, _), v in samples.items() if name == "chittycan_requests_total")
     assert total == 5 + 1 + 1 + 1 + 1 + answered + refused
-    assert _value(samples, "chittycan_upstream_errors_total", model="gpt-4o-mini", reason="UPSTREAM_ERROR") == 1
-    assert _value(samples, "chittycan_budget_refusals_total", model="budget-model") == refused
+    assert sample_value(samples, "chittycan_upstream_errors_total", model="gpt-4o-mini", reason="UPSTREAM_ERROR") == 1
+    assert sample_value(samples, "chittycan_budget_refusals_total", model="budget-model") == refused
     gpt = {"model": "gpt-4o", "provider": "openai"}
-    input_tokens = sum(_value(samples, "chittycan_tokens_total", cache=c, type="input", **gpt) for c in ("miss", "hit"))
+    input_tokens = sum(
+        sample_value(samples, "chittycan_tokens_total", cache=c, type="input", **gpt) for c in ("miss", "hit")
+    )
     output_tokens = sum(
-        _value(samples, "chittycan_tokens_total", cache=c, type="output", **gpt) for c in ("miss", "hit")
+        sample_value(samples, "chittycan_tokens_total", cache=c, type="output", **gpt) for c in ("miss", "hit")
     )
     assert [input_tokens, output_tokens] == tokens
-    assert _value(samples, "chittycan_cost_usd_total", **gpt) == pytest.approx(sum(costs))
-    assert _value(samples, "chittycan_saved_usd_total", **gpt) == pytest.approx(costs[0] + costs[1])
+    assert sample_value(samples, "chittycan_cost_usd_total", **gpt) == pytest.approx(sum(costs))
+    assert sample_value(samples, "chittycan_saved_usd_total", **gpt) == pytest.approx(costs[0] + costs[1])
     duration = "chittycan_request_duration_seconds_count"
-    assert _value(samples, duration, cache="miss", **gpt) == 3
-    assert _value(samples, duration, cache="hit", **gpt) == 2
+    assert sample_value(samples, duration, cache="miss", **gpt) == 3
+    assert sample_value(samples, duration, cache="hit", **gpt) == 2
     ttft = "chittycan_time_to_first_token_seconds_count"
-    assert _value(samples, ttft, model="claude-sonnet-4", provider="anthropic") == 1
-    assert _value(samples, "chittycan_requests_in_flight") == 0
+    assert sample_value(samples, ttft, model="claude-sonnet-4", provider="anthropic") == 1
+    assert sample_value(samples, "chittycan_requests_in_flight") == 0
 
 
 def test_in_flight_gauge_counts_open_calls(stack: Stack, client: openai.OpenAI) -> None:
@@ -396,8 +387,8 @@ def test_in_flight_gauge_counts_open_calls(stack: Stack, client: openai.OpenAI) 
         model="gpt-4o", messages=[{"role": "user", "content": "wait"}], stream=True
     ) as stream:
         next(iter(stream))
-        samples = _samples(rawhttp.get(f"{stack.root_url}/metrics").text)
-        assert _value(samples, "chittycan_requests_in_flight") == 1
+        samples = parse_samples(rawhttp.get(f"{stack.root_url}/metrics").text)
+        assert sample_value(samples, "chittycan_requests_in_flight") == 1
 
 
 def test_watch_usage_streams_records_filtered_by_model(stack: Stack) -> None:

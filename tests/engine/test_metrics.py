@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 from google.protobuf import timestamp_pb2
-from prometheus_client.parser import text_string_to_metric_families
 
 from chittycan.v1 import usage_pb2
 from engine import errors
@@ -14,6 +13,7 @@ from engine.dashboard import dashboard_from_records, nearest_rank
 from engine.ledger import UsageLedger
 from engine.metrics import MAX_MODEL_LABELS, OTHER_MODEL, LedgerMetrics
 from engine.store import Store, StoreWriter
+from tests.prometheus_text import Samples, parse_samples, sample_value
 
 HIT, MISS, BYPASS = usage_pb2.CACHE_STATUS_HIT, usage_pb2.CACHE_STATUS_MISS, usage_pb2.CACHE_STATUS_BYPASS
 T0 = 1_767_225_600 * 10**9  # 2026-01-01T00:00:00Z
@@ -57,16 +57,8 @@ def _record(n: int, *, at_ns: int | None = None, **fields: object) -> usage_pb2.
     return usage_pb2.UsageRecord(time=stamp, **values)  # type: ignore[arg-type]
 
 
-def _samples(text: bytes) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    out = {}
-    for family in text_string_to_metric_families(text.decode()):
-        for sample in family.samples:
-            out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return out
-
-
-def _value(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float:
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+def _samples(text: bytes) -> Samples:
+    return parse_samples(text.decode())
 
 
 async def test_exposition_counts_every_kind_of_record(ledger: UsageLedger) -> None:
@@ -83,33 +75,33 @@ async def test_exposition_counts_every_kind_of_record(ledger: UsageLedger) -> No
     samples = _samples(await metrics.exposition())
 
     requests = "chittycan_requests_total"
-    assert _value(samples, requests, model="gpt-4o", provider="openai", status="200", cache="miss") == 1
-    assert _value(samples, requests, model="gpt-4o", provider="openai", status="200", cache="hit") == 1
-    assert _value(samples, requests, model="gpt-4o", provider="openai", status="200", cache="bypass") == 1
-    assert _value(samples, requests, model="gpt-4o", provider="", status="503", cache="none") == 1
-    assert _value(samples, requests, model="nope", provider="", status="404", cache="none") == 1
+    assert sample_value(samples, requests, model="gpt-4o", provider="openai", status="200", cache="miss") == 1
+    assert sample_value(samples, requests, model="gpt-4o", provider="openai", status="200", cache="hit") == 1
+    assert sample_value(samples, requests, model="gpt-4o", provider="openai", status="200", cache="bypass") == 1
+    assert sample_value(samples, requests, model="gpt-4o", provider="", status="503", cache="none") == 1
+    assert sample_value(samples, requests, model="nope", provider="", status="404", cache="none") == 1
     tokens = "chittycan_tokens_total"
-    assert _value(samples, tokens, model="gpt-4o", provider="openai", cache="miss", type="input") == 10
-    assert _value(samples, tokens, model="gpt-4o", provider="openai", cache="hit", type="output") == 5
-    assert _value(samples, "chittycan_cost_usd_total", model="gpt-4o", provider="openai") == pytest.approx(75e-6)
-    assert _value(samples, "chittycan_saved_usd_total", model="gpt-4o", provider="openai") == pytest.approx(75e-6)
+    assert sample_value(samples, tokens, model="gpt-4o", provider="openai", cache="miss", type="input") == 10
+    assert sample_value(samples, tokens, model="gpt-4o", provider="openai", cache="hit", type="output") == 5
+    assert sample_value(samples, "chittycan_cost_usd_total", model="gpt-4o", provider="openai") == pytest.approx(75e-6)
+    assert sample_value(samples, "chittycan_saved_usd_total", model="gpt-4o", provider="openai") == pytest.approx(75e-6)
     upstream = "chittycan_upstream_errors_total"
-    assert _value(samples, upstream, model="gpt-4o", reason=errors.UPSTREAM_UNAVAILABLE) == 1
-    assert _value(samples, "chittycan_budget_refusals_total", model="gpt-4o") == 1
+    assert sample_value(samples, upstream, model="gpt-4o", reason=errors.UPSTREAM_UNAVAILABLE) == 1
+    assert sample_value(samples, "chittycan_budget_refusals_total", model="gpt-4o") == 1
     failures = "chittycan_request_errors_total"
-    assert _value(samples, failures, model="gpt-4o", status="429", reason=errors.BUDGET_EXCEEDED) == 1
-    assert _value(samples, failures, model="nope", status="404", reason="X") == 1
+    assert sample_value(samples, failures, model="gpt-4o", status="429", reason=errors.BUDGET_EXCEEDED) == 1
+    assert sample_value(samples, failures, model="nope", status="404", reason="X") == 1
     duration = "chittycan_request_duration_seconds"
     miss = {"model": "gpt-4o", "provider": "openai", "cache": "miss"}
-    assert _value(samples, f"{duration}_count", **miss) == 1
-    assert _value(samples, f"{duration}_sum", **miss) == pytest.approx(0.001)
-    assert _value(samples, f"{duration}_bucket", le="0.001", **miss) == 0
-    assert _value(samples, f"{duration}_bucket", le="0.005", **miss) == 1
+    assert sample_value(samples, f"{duration}_count", **miss) == 1
+    assert sample_value(samples, f"{duration}_sum", **miss) == pytest.approx(0.001)
+    assert sample_value(samples, f"{duration}_bucket", le="0.001", **miss) == 0
+    assert sample_value(samples, f"{duration}_bucket", le="0.005", **miss) == 1
     ttft = "chittycan_time_to_first_token_seconds"
-    assert _value(samples, f"{ttft}_count", model="gpt-4o", provider="openai") == 1
-    assert _value(samples, f"{ttft}_bucket", model="gpt-4o", provider="openai", le="0.025") == 0
-    assert _value(samples, f"{ttft}_bucket", model="gpt-4o", provider="openai", le="0.05") == 1
-    assert _value(samples, "chittycan_requests_in_flight") == 3
+    assert sample_value(samples, f"{ttft}_count", model="gpt-4o", provider="openai") == 1
+    assert sample_value(samples, f"{ttft}_bucket", model="gpt-4o", provider="openai", le="0.025") == 0
+    assert sample_value(samples, f"{ttft}_bucket", model="gpt-4o", provider="openai", le="0.05") == 1
+    assert sample_value(samples, "chittycan_requests_in_flight") == 3
 
 
 async def test_scrapes_are_incremental_and_follow_write_order(ledger: UsageLedger) -> None:
@@ -124,8 +116,8 @@ async def test_scrapes_are_incremental_and_follow_write_order(ledger: UsageLedge
     second = _samples(await metrics.exposition())
     third = _samples(await metrics.exposition())
     labels = {"model": "gpt-4o", "provider": "openai", "status": "200", "cache": "miss"}
-    assert _value(first, "chittycan_requests_total", **labels) == 1
-    assert _value(second, "chittycan_requests_total", **labels) == 3
+    assert sample_value(first, "chittycan_requests_total", **labels) == 1
+    assert sample_value(second, "chittycan_requests_total", **labels) == 3
     assert third == second, "a scrape with nothing new changes nothing"
     assert [sequence for sequence, _ in ledger.read_written(1)] == [2, 3]
 
@@ -139,10 +131,10 @@ async def test_records_from_before_the_write_index_are_counted_once(
     store[0].write([lambda txn: txn.put(key, legacy.SerializeToString(), db=usage_db)])  # as written before the index
     metrics = LedgerMetrics(ledger, in_flight=InFlight())
     labels = {"model": "gpt-4o", "provider": "openai", "status": "200", "cache": "miss"}
-    assert _value(_samples(await metrics.exposition()), "chittycan_requests_total", **labels) == 1
+    assert sample_value(_samples(await metrics.exposition()), "chittycan_requests_total", **labels) == 1
     ledger.record(_record(1))
     await ledger.flush()
-    assert _value(_samples(await metrics.exposition()), "chittycan_requests_total", **labels) == 2
+    assert sample_value(_samples(await metrics.exposition()), "chittycan_requests_total", **labels) == 2
 
 
 async def test_model_labels_are_bounded(ledger: UsageLedger) -> None:
@@ -154,7 +146,7 @@ async def test_model_labels_are_bounded(ledger: UsageLedger) -> None:
     models = {dict(labels)["model"] for name, labels in samples if name == "chittycan_requests_total"}
     assert len(models) == MAX_MODEL_LABELS + 1
     labels = {"model": OTHER_MODEL, "provider": "openai", "status": "200", "cache": "miss"}
-    assert _value(samples, "chittycan_requests_total", **labels) == 5
+    assert sample_value(samples, "chittycan_requests_total", **labels) == 5
 
 
 async def test_month_savings_cover_the_whole_ledger(ledger: UsageLedger) -> None:

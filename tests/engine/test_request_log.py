@@ -29,16 +29,16 @@ def test_mask_secrets(text: str, expected: str) -> None:
 
 
 @pytest.fixture
-def captured() -> Iterator[io.StringIO]:
+def stream() -> Iterator[io.StringIO]:
+    """Where the request log goes; the logger is restored afterwards."""
     logger = logging.getLogger(request_log.LOGGER_NAME)
     saved = (logger.handlers[:], logger.level, logger.propagate)
-    stream = io.StringIO()
-    request_log.configure(stream)
-    yield stream
+    yield io.StringIO()
     logger.handlers[:], logger.level, logger.propagate = saved
 
 
-def test_one_json_line_per_request(captured: io.StringIO) -> None:
+def test_one_json_line_per_request(stream: io.StringIO) -> None:
+    request_log.configure(stream, {})
     record = usage_pb2.UsageRecord(
         request_id="sk-live-leaked-as-request-id-0001",
         time=timestamp_pb2.Timestamp(seconds=1_767_225_600),
@@ -58,7 +58,7 @@ def test_one_json_line_per_request(captured: io.StringIO) -> None:
     )
     request_log.log_request(record)
     request_log.log_request(usage_pb2.UsageRecord(request_id="req_2", http_status=429, error_reason="BUDGET_EXCEEDED"))
-    first, second = (orjson.loads(line) for line in captured.getvalue().splitlines())
+    first, second = (orjson.loads(line) for line in stream.getvalue().splitlines())
     assert first["request_id"] == "sk-live…"
     assert first["tenant"] == "team"
     assert (first["model"], first["provider"], first["operation"]) == ("gpt-4o", "openai", "chat")
@@ -67,3 +67,9 @@ def test_one_json_line_per_request(captured: io.StringIO) -> None:
     assert (first["latency_ms"], first["ttft_ms"]) == (12.345, 2.0)
     assert first["ts"] == "2026-01-01T00:00:00Z"
     assert (second["status"], second["reason"], second["cost_usd"]) == (429, "BUDGET_EXCEEDED", None)
+
+
+def test_request_log_can_be_switched_off(stream: io.StringIO) -> None:
+    request_log.configure(stream, {request_log.REQUEST_LOG_ENV: "off"})
+    request_log.log_request(usage_pb2.UsageRecord(request_id="req_1"))
+    assert stream.getvalue() == ""

@@ -252,7 +252,7 @@ class Dashboard(_message.Message):
     saved_micros: _builtins.int
     """Cost the cache hits of the window avoided, in micro-USD."""
     month_saved_micros: _builtins.int
-    """Cost the cache hits avoided since the start of the UTC calendar month of `until`, in micro-USD."""
+    """Cost the cache hits avoided in the UTC calendar month of `until` (all of it written so far), in micro-USD."""
     prompt_tokens: _builtins.int
     """Prompt tokens of every request."""
     completion_tokens: _builtins.int
