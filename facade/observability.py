@@ -7,9 +7,9 @@ from aiohttp import web
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from chittycan.otel import shutdown_tracer_provider, tracer_provider_from_env
 from clients.errors import GatewayCallError
 from clients.usage import UsageClient
-from engine.telemetry import shutdown_tracer_provider, tracer_provider_from_env
 from facade import calls, headers
 from facade.errors import call_error_response
 from facade.state import ENGINE
