@@ -42,8 +42,8 @@ def _write_config_file(environ: Mapping[str, str], data: dict[str, Any]) -> str:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run engine and facade until Ctrl-C."""
-    settings = load_settings()
-    return supervisor.serve(args.workers, os.environ, settings.engine_addr)
+    load_settings()  # refuse to start on an invalid configuration
+    return supervisor.serve(args.workers, os.environ)
 
 
 def cmd_config_dev(args: argparse.Namespace) -> int:

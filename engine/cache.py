@@ -105,8 +105,8 @@ class ResponseCache:
     """Reads on the event loop (a read transaction is a memory-mapped lookup); writes through the StoreWriter.
 
     An entry queued but not yet committed is served from memory, so the call right after a miss is a hit even
-    before the batched write lands. The byte total of all entries is kept in the same transactions as the entries, so several processes
-    agree on it; past `max_bytes` the oldest entries are evicted first.
+    before the batched write lands. The byte total of all entries is kept in the same transactions as the
+    entries, so several processes agree on it; past `max_bytes` the oldest entries are evicted first.
     """
 
     def __init__(

@@ -16,6 +16,7 @@ DEFAULT_CONFIG_FILE = "chittycan.toml"
 _ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "CHITTYCAN_PORT": ("server", "port"),
     "CHITTYCAN_ENGINE_ADDR": ("server", "engine_addr"),
+    "CHITTYCAN_ENGINE_UNIX": ("server", "engine_unix"),
     "CHITTYCAN_DATA_DIR": ("server", "data_dir"),
     "CHITTYCAN_MODE": ("server", "mode"),
     "CHITTYCAN_OPENAI_BASE_URL": ("providers", "openai", "base_url"),
@@ -100,6 +101,7 @@ class Settings:
 
     port: int
     engine_addr: str
+    engine_unix: str
     data_dir: Path
     mode: str
     dev_provider: str
@@ -166,6 +168,7 @@ def load_settings(environ: Mapping[str, str] | None = None, overrides: Mapping[s
     return Settings(
         port=int(server["port"]),
         engine_addr=str(server["engine_addr"]),
+        engine_unix=str(server.get("engine_unix", "")),
         data_dir=Path(server["data_dir"]),
         mode=str(server.get("mode", "normal")),
         dev_provider=str(server.get("dev_provider", "ollama")),

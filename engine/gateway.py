@@ -15,7 +15,7 @@ from engine.cache import CachePolicy, ResponseCache, chat_cache_key, embedding_c
 from engine.dispatch import Dispatcher
 from engine.errors import GatewayError
 from engine.ledger import UsageLedger
-from engine.metering import BYPASS, MISS, Meter
+from engine.metering import BYPASS, MISS, InFlight, Meter
 from engine.pricing import PriceTable
 from engine.routing import Route, Router
 
@@ -45,6 +45,7 @@ class Gateway:
         prices: PriceTable,
         accountant: Accountant,
         ledger: UsageLedger,
+        in_flight: InFlight,
         shared_cache: bool = False,
     ) -> None:
         self._router = router
@@ -55,6 +56,7 @@ class Gateway:
         self._prices = prices
         self._accountant = accountant
         self._ledger = ledger
+        self._in_flight = in_flight
         self._shared_cache = shared_cache
 
     def _start(
@@ -78,7 +80,7 @@ class Gateway:
     async def complete(self, ctx: CallContext, call: gateway_pb2.CompleteRequest) -> gateway_pb2.CompleteResponse:
         """A non-streamed chat completion."""
         request = call.request
-        with Meter(self._ledger, ctx.request_id, request.model, usage_pb2.OPERATION_CHAT) as meter:
+        with Meter(self._ledger, self._in_flight, ctx.request_id, request.model, usage_pb2.OPERATION_CHAT) as meter:
             principal, routes = self._start(ctx, call.options, request.model, meter)
             decision = self._policy.for_chat(request, call.options)
             key = chat_cache_key(self._scope(principal), routes[0], request) if decision.store else b""
@@ -105,7 +107,7 @@ class Gateway:
     async def embed(self, ctx: CallContext, call: gateway_pb2.EmbedRequest) -> gateway_pb2.EmbedResponse:
         """Embeddings."""
         request = call.request
-        with Meter(self._ledger, ctx.request_id, request.model, usage_pb2.OPERATION_EMBED) as meter:
+        with Meter(self._ledger, self._in_flight, ctx.request_id, request.model, usage_pb2.OPERATION_EMBED) as meter:
             principal, routes = self._start(ctx, call.options, request.model, meter, embedding=True)
             decision = self._policy.for_embedding(call.options)
             key = embedding_cache_key(self._scope(principal), routes[0], request) if decision.store else b""
@@ -146,7 +148,8 @@ class Gateway:
         """
         request = call.request
         include_usage = request.stream_options.include_usage
-        with Meter(self._ledger, ctx.request_id, request.model, usage_pb2.OPERATION_STREAM_CHAT) as meter:
+        operation = usage_pb2.OPERATION_STREAM_CHAT
+        with Meter(self._ledger, self._in_flight, ctx.request_id, request.model, operation) as meter:
             principal, routes = self._start(ctx, call.options, request.model, meter)
             decision = self._policy.for_chat(request, call.options)
             key = chat_cache_key(self._scope(principal), routes[0], request) if decision.store else b""

@@ -18,26 +18,41 @@ from engine.routing import Route
 HIT, MISS, BYPASS = usage_pb2.CACHE_STATUS_HIT, usage_pb2.CACHE_STATUS_MISS, usage_pb2.CACHE_STATUS_BYPASS
 
 
+class InFlight:
+    """Gateway calls running in this engine process."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
 class Meter:
     """Used as a context manager around a whole call, so errors and cancellation are recorded too."""
 
     def __init__(
-        self, ledger: UsageLedger, request_id: str, model: str, operation: usage_pb2.Operation.ValueType
+        self,
+        ledger: UsageLedger,
+        in_flight: InFlight,
+        request_id: str,
+        model: str,
+        operation: usage_pb2.Operation.ValueType,
     ) -> None:
         self._ledger = ledger
+        self._in_flight = in_flight
         self._started = time.perf_counter()
         self.attempted = Attempted()
         now = timestamp_pb2.Timestamp()
-        now.GetCurrentTime()
+        now.FromNanoseconds(time.time_ns())
         self.record = usage_pb2.UsageRecord(
             request_id=request_id, time=now, requested_model=model, operation=operation, http_status=200
         )
         self._tenant = ""
 
     def __enter__(self) -> "Meter":
+        self._in_flight.count += 1
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        self._in_flight.count -= 1
         record = self.record
         if isinstance(exc, GatewayError):
             record.http_status = exc.http_status

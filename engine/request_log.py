@@ -4,8 +4,12 @@ Lines go to the `chittycan.requests` logger; `configure()` (called by `python -m
 bare JSON, apart from the human-readable log on stderr. CHITTYCAN_REQUEST_LOG=off switches them off.
 """
 
+import atexit
+import contextlib
 import logging
+import logging.handlers
 import os
+import queue
 import re
 import sys
 from collections.abc import Mapping
@@ -68,14 +72,28 @@ def log_request(record: usage_pb2.UsageRecord) -> None:
         log.info("%s", line_from_record(record).decode())
 
 
-def configure(stream: TextIO = sys.stdout, environ: Mapping[str, str] | None = None) -> None:
+def _stop(listener: logging.handlers.QueueListener) -> None:
+    """Drain and stop the listener at exit; stopping twice is harmless."""
+    with contextlib.suppress(AttributeError):  # QueueListener.stop fails when already stopped
+        listener.stop()
+
+
+def configure(
+    stream: TextIO = sys.stdout, environ: Mapping[str, str] | None = None
+) -> logging.handlers.QueueListener | None:
     """Send request lines to `stream` as bare JSON lines, and only there (nowhere with CHITTYCAN_REQUEST_LOG=off)."""
     env = os.environ if environ is None else environ
     log.propagate = False
     if env.get(REQUEST_LOG_ENV, "").strip().lower() in {"off", "false", "0", "no"}:
         log.setLevel(logging.CRITICAL + 1)
-        return
+        return None
     handler = logging.StreamHandler(stream)
     handler.setFormatter(logging.Formatter("%(message)s"))
-    log.addHandler(handler)
+    # The write happens on a listener thread: a slow stdout reader must never stall the event loop.
+    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    log.addHandler(logging.handlers.QueueHandler(records))
+    listener = logging.handlers.QueueListener(records, handler)
+    listener.start()
+    atexit.register(_stop, listener)
     log.setLevel(logging.INFO)
+    return listener

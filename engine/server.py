@@ -19,6 +19,7 @@ from engine.config import Settings
 from engine.dispatch import Dispatcher
 from engine.gateway import Gateway
 from engine.ledger import UsageLedger
+from engine.metering import InFlight
 from engine.metrics import LedgerMetrics
 from engine.pricing import PriceTable, load_prices
 from engine.provider_spans import traced
@@ -108,6 +109,7 @@ async def start_engine(settings: Settings, *, telemetry: Telemetry | None = None
         webhook_url=tenancy.webhook_url,
         session=session,
     )
+    in_flight = InFlight()
     gateway = Gateway(
         router=router,
         dispatcher=Dispatcher(providers, settings.providers, settings.retry),
@@ -119,17 +121,22 @@ async def start_engine(settings: Settings, *, telemetry: Telemetry | None = None
         prices=prices,
         accountant=accountant,
         ledger=ledger,
+        in_flight=in_flight,
         shared_cache=settings.cache.shared,
     )
-    server = grpc.aio.server(options=GRPC_OPTIONS, interceptors=[telemetry.interceptor()])
+    # Without a trace backend the interceptor would only cost time on every call.
+    interceptors = [telemetry.interceptor()] if telemetry.enabled else []
+    server = grpc.aio.server(options=GRPC_OPTIONS, interceptors=interceptors)
     gateway_pb2_grpc.add_GatewayServiceServicer_to_server(GatewayServicer(gateway), server)
     admin = AdminServicer(tokens, budgets, master_key(tenancy.master_key, settings.data_dir))
     admin_pb2_grpc.add_AdminServiceServicer_to_server(admin, server)
-    metrics = LedgerMetrics(ledger, in_flight=lambda: telemetry.in_flight)
+    metrics = LedgerMetrics(ledger, in_flight=lambda: in_flight.count)
     observability_pb2_grpc.add_UsageServiceServicer_to_server(UsageServicer(ledger, metrics), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     port = server.add_insecure_port(settings.engine_addr)
+    if settings.engine_unix:
+        server.add_insecure_port(f"unix:{settings.engine_unix}")
     await server.start()
     for service in ("", "chittycan.v1.GatewayService", "chittycan.v1.UsageService"):
         health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)

@@ -59,13 +59,12 @@ def trace_content_from_env(environ: Mapping[str, str] | None = None) -> bool:
 
 
 class Telemetry:
-    """The engine's tracer, whether spans may carry content, and how many gateway calls are in flight."""
+    """The engine's tracer and whether spans may carry content."""
 
     def __init__(self, provider: trace.TracerProvider, *, trace_content: bool = False) -> None:
         self.provider = provider
         self.tracer = provider.get_tracer("chittycan.engine")
         self.trace_content = trace_content
-        self.in_flight = 0
 
     @classmethod
     def from_env(cls) -> Telemetry:
@@ -78,7 +77,7 @@ class Telemetry:
         return not isinstance(self.provider, trace.NoOpTracerProvider)
 
     def interceptor(self) -> grpc.aio.ServerInterceptor:
-        """The server interceptor that opens a span per GatewayService call and counts calls in flight."""
+        """The server interceptor that opens a span per GatewayService call (install it only when enabled)."""
         return _CallInterceptor(self)
 
     async def shutdown(self) -> None:
@@ -170,26 +169,22 @@ class _CallInterceptor(grpc.aio.ServerInterceptor):
         name = method.removeprefix("/")
         service, _, rpc = name.partition("/")
         attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": rpc}
-        self._telemetry.in_flight += 1
-        try:
-            with self._telemetry.tracer.start_as_current_span(
-                name,
-                context=propagate.extract(carrier),
-                kind=SpanKind.SERVER,
-                attributes=attributes,
-                record_exception=False,
-                set_status_on_exception=False,
-            ) as span:
-                code = grpc.StatusCode.OK
-                try:
-                    yield
-                except asyncio.CancelledError:
-                    code = grpc.StatusCode.CANCELLED
-                    raise
-                finally:
-                    code = context.code() or code
-                    span.set_attribute("rpc.grpc.status_code", code.value[0])
-                    if code in _SERVER_ERRORS:
-                        span.set_status(Status(StatusCode.ERROR, code.name))
-        finally:
-            self._telemetry.in_flight -= 1
+        with self._telemetry.tracer.start_as_current_span(
+            name,
+            context=propagate.extract(carrier),
+            kind=SpanKind.SERVER,
+            attributes=attributes,
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            code = grpc.StatusCode.OK
+            try:
+                yield
+            except asyncio.CancelledError:
+                code = grpc.StatusCode.CANCELLED
+                raise
+            finally:
+                code = context.code() or code
+                span.set_attribute("rpc.grpc.status_code", code.value[0])
+                if code in _SERVER_ERRORS:
+                    span.set_status(Status(StatusCode.ERROR, code.name))

@@ -38,7 +38,8 @@ def stream() -> Iterator[io.StringIO]:
 
 
 def test_one_json_line_per_request(stream: io.StringIO) -> None:
-    request_log.configure(stream, {})
+    listener = request_log.configure(stream, {})
+    assert listener is not None
     record = usage_pb2.UsageRecord(
         request_id="sk-live-leaked-as-request-id-0001",
         time=timestamp_pb2.Timestamp(seconds=1_767_225_600),
@@ -58,6 +59,7 @@ def test_one_json_line_per_request(stream: io.StringIO) -> None:
     )
     request_log.log_request(record)
     request_log.log_request(usage_pb2.UsageRecord(request_id="req_2", http_status=429, error_reason="BUDGET_EXCEEDED"))
+    listener.stop()  # lines are written on the listener's thread; stopping drains them
     first, second = (orjson.loads(line) for line in stream.getvalue().splitlines())
     assert first["request_id"] == "sk-live…"
     assert first["tenant"] == "team"
