@@ -113,6 +113,7 @@ class Settings:
     cache: CacheSettings
     tenancy: TenancySettings
     store_map_size: int
+    ledger_retention_seconds: int
     prices: Mapping[str, Any]
     raw: Mapping[str, Any] = field(repr=False)
 
@@ -184,7 +185,8 @@ def load_settings(environ: Mapping[str, str] | None = None, overrides: Mapping[s
         ),
         cache=_cache(raw.get("cache", {})),
         tenancy=_tenancy(raw),
-        store_map_size=int(raw.get("store", {}).get("map_size_mb", 1024)) << 20,
+        store_map_size=int(raw.get("store", {}).get("map_size_mb", 16384)) << 20,
+        ledger_retention_seconds=int(float(raw.get("ledger", {}).get("retention_days", 62)) * 86400),
         prices=raw.get("prices", {}),
         raw=raw,
     )

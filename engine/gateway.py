@@ -10,6 +10,7 @@ from engine import errors
 from engine.accounting import Accountant, estimate_prompt_tokens
 from engine.assemble import chunks_from_response, response_from_chunks
 from engine.auth import READ, WRITE, Authenticator, Principal
+from engine.batching import batches
 from engine.budgets import Hold, Settled
 from engine.cache import CachePolicy, ResponseCache, chat_cache_key, embedding_cache_key
 from engine.dispatch import Dispatcher
@@ -156,9 +157,8 @@ class Gateway:
             if decision.lookup and (entry := self._cache.get(key)) is not None and entry.HasField("chat"):
                 meta = meter.hit(entry, entry.chat.usage)
                 yield gateway_pb2.StreamChatResponse(header=meta)
-                for chunk in chunks_from_response(entry.chat):
-                    if include_usage or not chunk.HasField("usage"):
-                        yield gateway_pb2.StreamChatResponse(chunk=chunk)
+                replay = [c for c in chunks_from_response(entry.chat) if include_usage or not c.HasField("usage")]
+                yield gateway_pb2.StreamChatResponse(chunks=gateway_pb2.ChunkBatch(chunks=replay))
                 yield gateway_pb2.StreamChatResponse(trailer=meta)
                 return
             hold = await self._accountant.admit(principal.tenant, routes[0], request)
@@ -166,25 +166,29 @@ class Gateway:
             status = MISS if decision.lookup else BYPASS
             try:
                 stream = self._dispatcher.stream(routes, request, principal.upstream_key, ctx.deadline, meter.attempted)
-                async with aclosing(stream) as chunks:
-                    async for chunk in chunks:
+                async with aclosing(batches(stream)) as arrivals:
+                    async for arrived in arrivals:
                         if not run.collected:
                             meter.first_chunk()
                             yield gateway_pb2.StreamChatResponse(header=meter.header(status))
-                        run.add(chunk)
-                        if chunk.HasField("usage"):
-                            if not include_usage:
-                                if not chunk.choices:
-                                    continue
-                                chunk = _without_usage(chunk)
-                        elif hold is not None and self._over_allowance(hold, meter.answered(), run):
-                            run.cut = True
-                            yield gateway_pb2.StreamChatResponse(chunk=chunk)
+                        out = gateway_pb2.StreamChatResponse()
+                        for chunk in arrived:
+                            run.add(chunk)
+                            if chunk.HasField("usage"):
+                                if not include_usage:
+                                    if not chunk.choices:
+                                        continue
+                                    chunk = _without_usage(chunk)
+                            elif hold is not None and self._over_allowance(hold, meter.answered(), run):
+                                run.cut = True
+                                out.chunks.chunks.append(chunk)
+                                out.chunks.chunks.extend(run.cut_ending(include_usage))
+                                break
+                            out.chunks.chunks.append(chunk)
+                        if out.HasField("chunks"):
+                            yield out
+                        if run.cut:
                             break
-                        yield gateway_pb2.StreamChatResponse(chunk=chunk)
-                if run.cut:
-                    for chunk in run.cut_ending(include_usage):
-                        yield gateway_pb2.StreamChatResponse(chunk=chunk)
                 route = meter.answered()
                 usage = run.usage()
                 cost = self._prices.cost_micros(route, usage)

@@ -2,6 +2,7 @@
 
 import asyncio
 import struct
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -10,6 +11,9 @@ from chittycan.v1 import usage_pb2
 from engine.store import Store, StoreWriter
 
 _SUBSCRIBER_BACKLOG = 10_000
+# Retention is enforced while writing: every _PRUNE_EVERY records, up to _PRUNE_BATCH expired ones go.
+_PRUNE_EVERY = 256
+_PRUNE_BATCH = 1024
 
 
 class UsageLedger:
@@ -21,7 +25,11 @@ class UsageLedger:
     follow the ledger incrementally (`read_written`).
     """
 
-    def __init__(self, store: Store, writer: StoreWriter) -> None:
+    def __init__(
+        self, store: Store, writer: StoreWriter, *, retention_seconds: int = 62 * 86400, clock: Any = time.time
+    ) -> None:
+        self._retention_ns = retention_seconds * 1_000_000_000
+        self._clock = clock
         self._env = store.env
         self._db = store.db("usage")
         self._order = store.db("usage_order")
@@ -42,6 +50,21 @@ class UsageLedger:
         cursor: Any = txn.cursor(db=self._order)
         sequence = struct.unpack(">Q", cursor.key())[0] + 1 if cursor.last() else 1
         txn.put(struct.pack(">Q", sequence), key, db=self._order)
+        if sequence % _PRUNE_EVERY == 0:
+            self._prune(txn)
+
+    def _prune(self, txn: Any) -> None:
+        """Drop records older than the retention window, oldest written first, a bounded number per call."""
+        cutoff = int(self._clock() * 1e9) - self._retention_ns
+        order: Any = txn.cursor(db=self._order)
+        removed = 0
+        while removed < _PRUNE_BATCH and order.first():
+            key = order.value()
+            if struct.unpack(">q", key[:8])[0] >= cutoff:
+                return
+            txn.delete(key, db=self._db)
+            order.delete()
+            removed += 1
 
     async def flush(self) -> None:
         """Wait until queued records are durable."""

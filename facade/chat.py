@@ -56,7 +56,10 @@ async def _stream(
         response = await sse.start(request, {headers.REQUEST_ID: request_id, **headers.from_meta(meta, final=False)})
         try:
             while (event := await stream.read()) is not None:
-                if event.HasField("chunk"):
+                if event.HasField("chunks"):  # what arrived together leaves together: one write, one frame each
+                    frames = [sse.data_frame(chunk_to_openai(c, usage_field=usage_field)) for c in event.chunks.chunks]
+                    await response.write(b"".join(frames))
+                elif event.HasField("chunk"):
                     await response.write(sse.data_frame(chunk_to_openai(event.chunk, usage_field=usage_field)))
                 elif event.HasField("trailer") and event.trailer.HasField("cost_micros"):
                     cost = headers.format_usd(event.trailer.cost_micros).encode()

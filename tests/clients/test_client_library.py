@@ -24,7 +24,8 @@ def test_sync_client_calls_and_errors(stack: Stack) -> None:
         events = list(client.stream_chat(_chat(text="a b"), api_key=API_KEY))
         assert events[0].HasField("header")
         assert events[-1].HasField("trailer")
-        text = "".join(e.chunk.choices[0].delta.content for e in events if e.HasField("chunk") and e.chunk.choices)
+        chunks = [c for e in events if e.HasField("chunks") for c in e.chunks.chunks]
+        text = "".join(c.choices[0].delta.content for c in chunks if c.choices)
         assert text == "Hello! You said: a b"
         vectors = client.embed(
             embedding_pb2.EmbeddingRequest(model="text-embedding-3-small", text="x", dimensions=8), api_key=API_KEY

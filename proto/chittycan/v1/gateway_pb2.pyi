@@ -221,6 +221,30 @@ class StreamChatRequest(_message.Message):
 Global___StreamChatRequest: _TypeAlias = StreamChatRequest  # noqa: Y015
 
 @_typing.final
+class ChunkBatch(_message.Message):
+    """Chunks that were ready together, sent in one message; each stays one SSE event for the client."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHUNKS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def chunks(self) -> _containers.RepeatedCompositeFieldContainer[_completion_pb2.ChatChunk]:
+        """The chunks, in order."""
+
+    def __init__(
+        self,
+        *,
+        chunks: _abc.Iterable[_completion_pb2.ChatChunk] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunks", b"chunks"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChunkBatch: _TypeAlias = ChunkBatch  # noqa: Y015
+
+@_typing.final
 class StreamChatResponse(_message.Message):
     """One event of a streamed chat answer."""
 
@@ -229,6 +253,7 @@ class StreamChatResponse(_message.Message):
     HEADER_FIELD_NUMBER: _builtins.int
     CHUNK_FIELD_NUMBER: _builtins.int
     TRAILER_FIELD_NUMBER: _builtins.int
+    CHUNKS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def header(self) -> Global___ResponseMeta:
         """What the gateway did, sent once before the first chunk."""
@@ -241,18 +266,23 @@ class StreamChatResponse(_message.Message):
     def trailer(self) -> Global___ResponseMeta:
         """Final figures (cost, overhead), sent once after the last chunk."""
 
+    @_builtins.property
+    def chunks(self) -> Global___ChunkBatch:
+        """Several chunks to forward, in order (what arrived from the upstream together)."""
+
     def __init__(
         self,
         *,
         header: Global___ResponseMeta | None = ...,
         chunk: _completion_pb2.ChatChunk | None = ...,
         trailer: Global___ResponseMeta | None = ...,
+        chunks: Global___ChunkBatch | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "event", b"event", "header", b"header", "trailer", b"trailer"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "chunks", b"chunks", "event", b"event", "header", b"header", "trailer", b"trailer"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "event", b"event", "header", b"header", "trailer", b"trailer"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "chunks", b"chunks", "event", b"event", "header", b"header", "trailer", b"trailer"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["header", "chunk", "trailer"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["header", "chunk", "trailer", "chunks"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 

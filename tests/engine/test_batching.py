@@ -1,0 +1,54 @@
+"""batches(): items grouped by arrival, errors after the items before them, the source closed on early exit."""
+
+import asyncio
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+
+import pytest
+
+from engine.batching import batches
+
+
+async def test_ready_items_travel_together_and_late_ones_alone() -> None:
+    release = asyncio.Event()
+
+    async def source() -> AsyncGenerator[int, None]:
+        for item in (1, 2, 3):
+            yield item
+        await release.wait()
+        yield 4
+
+    seen = []
+    async with aclosing(batches(source())) as grouped:
+        async for batch in grouped:
+            seen.append(batch)
+            release.set()
+    assert seen == [[1, 2, 3], [4]]
+
+
+async def test_an_error_comes_after_the_items_before_it() -> None:
+    async def source() -> AsyncGenerator[int, None]:
+        yield 1
+        raise ValueError("upstream broke")
+
+    seen: list[list[int]] = []
+    with pytest.raises(ValueError, match="upstream broke"):
+        async for batch in batches(source()):
+            seen.append(batch)
+    assert seen == [[1]]
+
+
+async def test_leaving_early_closes_the_source() -> None:
+    closed = asyncio.Event()
+
+    async def source() -> AsyncGenerator[int, None]:
+        try:
+            yield 1
+            await asyncio.Event().wait()
+        finally:
+            closed.set()
+
+    async with aclosing(batches(source())) as grouped:
+        async for _ in grouped:
+            break
+    assert closed.is_set()
