@@ -32,9 +32,13 @@ async def test_an_error_comes_after_the_items_before_it() -> None:
         raise ValueError("upstream broke")
 
     seen: list[list[int]] = []
-    with pytest.raises(ValueError, match="upstream broke"):
+
+    async def drain() -> None:
         async for batch in batches(source()):
             seen.append(batch)
+
+    with pytest.raises(ValueError, match="upstream broke"):
+        await drain()
     assert seen == [[1]]
 
 
