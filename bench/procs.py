@@ -42,6 +42,23 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
+def thread_cpu(pid: int) -> dict[tuple[int, str], float]:
+    """CPU seconds so far of each thread of `pid`, keyed by (thread id, thread name)."""
+    out: dict[tuple[int, str], float] = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        out[(int(tid), stat[stat.index("(") + 1 : stat.rindex(")")])] = (int(fields[11]) + int(fields[12])) / _TICKS
+    return out
+
+
 def machine_busy_seconds() -> float:
     """CPU seconds all cores have spent busy since boot (from /proc/stat), to see load from outside the run."""
     fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]

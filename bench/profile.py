@@ -14,8 +14,8 @@ from collections import Counter
 from pathlib import Path
 
 from bench import wrk
-from bench.load import run_load
-from bench.procs import Service, command_name, settle, start_gateway, start_upstream
+from bench.load import Request, run_load
+from bench.procs import Service, command_name, settle, start_gateway, start_upstream, thread_cpu
 from bench.scenarios import SCENARIOS
 
 
@@ -59,6 +59,28 @@ def _table(title: str, rows: list[tuple[str, int]], total: int) -> str:
     return "\n".join(lines)
 
 
+async def _drive(request: Request, stream: bool, concurrency: int, seconds: float) -> int:
+    """Load for `seconds`; the number of requests completed."""
+    if stream or not wrk.available():
+        load = await run_load(request, concurrency, seconds)
+        return len(load.totals)
+    result = await wrk.run_wrk([request], concurrency, seconds)
+    return result.requests - result.errors
+
+
+async def _per_thread(gateway: Service, request: Request, stream: bool, args: argparse.Namespace) -> None:
+    """CPU per request of each thread of each gateway process, measured without py-spy attached (it slows them)."""
+    before = {pid: thread_cpu(pid) for pid in gateway.measured()}
+    done = await _drive(request, stream, args.concurrency, args.seconds)
+    _say(f"without py-spy: {done / args.seconds:.0f} req/s; CPU per request by thread (us):")
+    for pid, threads in before.items():
+        after = thread_cpu(pid)
+        used = sorted(((after.get(k, v) - v, k) for k, v in threads.items()), reverse=True)
+        total = sum(u for u, _ in used)
+        top = ", ".join(f"{name}/{tid} {1e6 * u / max(1, done):.0f}" for u, (tid, name) in used[:5] if u > 0)
+        _say(f"  {command_name(pid)}-{pid}: {1e6 * total / max(1, done):.0f} total; {top}")
+
+
 async def _profile(args: argparse.Namespace, log_dir: Path, out_dir: Path) -> None:
     upstream = start_upstream(log_dir, chunks=args.chunks, dims=1536)
     gateway: Service | None = None
@@ -72,6 +94,8 @@ async def _profile(args: argparse.Namespace, log_dir: Path, out_dir: Path) -> No
             await run_load(request, 1, 10, limit=1)
             await asyncio.sleep(0.5)
         await asyncio.to_thread(settle, [upstream, gateway])
+        await _per_thread(gateway, request, scenario.stream, args)
+        await asyncio.to_thread(settle, [upstream, gateway])
         spies = []
         for pid in gateway.measured():
             name = f"{command_name(pid)}-{pid}"
@@ -79,12 +103,8 @@ async def _profile(args: argparse.Namespace, log_dir: Path, out_dir: Path) -> No
             argv += ["--format", "raw", "-o", str(out_dir / f"{name}.collapsed"), *(["--native"] * args.native)]
             spy = await asyncio.create_subprocess_exec(*argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             spies.append((name, spy))
-        if scenario.stream or not wrk.available():
-            load = await run_load(request, args.concurrency, args.seconds + 1)
-            _say(f"load: {len(load.totals) / load.elapsed:.0f} req/s, {load.errors} errors")
-        else:
-            result = await wrk.run_wrk([request], args.concurrency, args.seconds + 1)
-            _say(f"load: {result.requests / result.elapsed:.0f} req/s, {result.errors} errors")
+        done = await _drive(request, scenario.stream, args.concurrency, args.seconds + 1)
+        _say(f"under py-spy: {done / (args.seconds + 1):.0f} req/s")
         for name, spy in spies:
             _, err = await spy.communicate()
             if spy.returncode != 0:

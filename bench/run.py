@@ -132,7 +132,7 @@ def _kind(service: Service) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark; exit 1 when a cell saw errors."""
+    """Run the benchmark; exit 1 when a direct or ChittyCan request failed (LiteLLM's failures are only shown)."""
     args = parse_args(argv)
     unknown = [n for n in args.scenarios.split(",") if n and n not in SCENARIOS]
     if unknown:
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     write_json(args.out, meta, cells, rows)
     _say(f"wrote {args.out} ({meta['wall_seconds']} s)")
-    errors = sum(c.errors for c in cells)
+    errors = sum(c.errors for c in cells if c.target != "litellm")
     if errors:
-        sys.stderr.write(f"{errors} requests failed; see first errors above\n")
+        sys.stderr.write(f"{errors} requests to the upstream or ChittyCan failed; see the first errors above\n")
     return 1 if errors else 0

@@ -45,7 +45,7 @@ def _chat(temperature: float, **extra: object) -> dict[str, object]:
 
 
 _STREAM = {"stream": True, "stream_options": {"include_usage": True}}
-_EMBED = {"model": "text-embedding-3-small", "input": "The quick brown fox jumps over the lazy dog"}
+_EMBED: dict[str, object] = {"model": "text-embedding-3-small", "input": "The quick brown fox jumps over the lazy dog"}
 
 SCENARIOS = {
     s.name: s

@@ -38,11 +38,12 @@ def mix(gateway: Service) -> list[Request]:
 
 
 def _snapshot(gateway: Service, started: float) -> dict[str, Any]:
-    memory = gateway.memory()
-    return {
-        "t": round(time.monotonic() - started, 1),
-        "processes": {f"{command_name(pid)}:{pid}": {k: v // 1024 for k, v in m.items()} for pid, m in memory.items()},
+    memory, cpu = gateway.memory(), gateway.cpu_by_pid()
+    processes = {
+        f"{command_name(pid)}:{pid}": {**{k: v // 1024 for k, v in m.items()}, "cpu_s": round(cpu.get(pid, 0.0), 2)}
+        for pid, m in memory.items()
     }
+    return {"t": round(time.monotonic() - started, 1), "processes": processes}
 
 
 async def _sample(gateway: Service, started: float, every: float, out: list[dict[str, Any]]) -> None:
@@ -57,15 +58,22 @@ def _store_mb(data_dir: Path) -> float:
 
 
 def _report(samples: list[dict[str, Any]], warm_index: int) -> str:
+    """RSS and RssAnon at the start (after warm-up) and end, RssFile and peak at the end, CPU over the soak (MiB, s).
+    The CPU column shows how the load spread over the processes."""
     first, last = samples[warm_index], samples[-1]
     lines = [
-        f"process          RSS start  RSS end  delta   anon start  anon end  delta   (MiB; start = t {first['t']} s)",
+        "process          RSS start  RSS end  delta  anon start  anon end  delta  file end  peak   cpu s"
+        f"   (MiB; start = t {first['t']} s)"
     ]
     for name, end in last["processes"].items():
         start = first["processes"].get(name, {})
         rss0, rss1 = start.get("VmRSS", 0), end.get("VmRSS", 0)
         anon0, anon1 = start.get("RssAnon", 0), end.get("RssAnon", 0)
-        lines.append(f"{name:<16} {rss0:>9} {rss1:>8} {rss1 - rss0:>+6}   {anon0:>10} {anon1:>9} {anon1 - anon0:>+6}")
+        cpu = end.get("cpu_s", 0.0) - start.get("cpu_s", 0.0)
+        lines.append(
+            f"{name:<16} {rss0:>9} {rss1:>8} {rss1 - rss0:>+6}  {anon0:>10} {anon1:>9} {anon1 - anon0:>+6}"
+            f"  {end.get('RssFile', 0):>8} {end.get('VmHWM', 0):>5} {cpu:>7.1f}"
+        )
     return "\n".join(lines)
 
 

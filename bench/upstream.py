@@ -68,7 +68,12 @@ def _words(count: int) -> list[str]:
 
 
 def _chat_body(tokens: int) -> bytes:
-    message = {"role": "assistant", "content": "".join(_words(tokens)), "refusal": None, "annotations": []}
+    message: dict[str, object] = {
+        "role": "assistant",
+        "content": "".join(_words(tokens)),
+        "refusal": None,
+        "annotations": [],
+    }
     return orjson.dumps(
         {
             "id": _CHAT_ID,
