@@ -1,16 +1,16 @@
-"""The usage ledger: one durable UsageRecord per request in LMDB, and live subscribers to new records."""
+"""The usage ledger: one durable UsageRecord per request in LMDB, followed live by WatchUsage across processes."""
 
 import asyncio
+import contextlib
 import struct
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from chittycan.v1 import usage_pb2
 from engine.store import Store, StoreWriter
 
-_SUBSCRIBER_BACKLOG = 10_000
+_POLL_SECONDS = 0.2  # how soon a follower sees what other engine processes wrote
 # Retention is enforced while writing: every _PRUNE_EVERY records, up to _PRUNE_BATCH expired ones go.
 _PRUNE_EVERY = 256
 _PRUNE_BATCH = 1024
@@ -34,16 +34,13 @@ class UsageLedger:
         self._db = store.db("usage")
         self._order = store.db("usage_order")
         self._writer = writer
-        self._subscribers: set[asyncio.Queue[usage_pb2.UsageRecord]] = set()
+        self._followers: set[asyncio.Event] = set()
 
     def record(self, record: usage_pb2.UsageRecord) -> None:
-        """Queue `record` for the ledger and hand it to live subscribers; never blocks."""
+        """Queue `record` for the ledger (followers are woken once it is committed); never blocks."""
         key = struct.pack(">q", record.time.ToNanoseconds()) + record.request_id.encode()
         value = record.SerializeToString()
-        self._writer.submit(lambda txn: self._put(txn, key, value))
-        for queue in self._subscribers:
-            if queue.qsize() < _SUBSCRIBER_BACKLOG:
-                queue.put_nowait(record)
+        self._writer.submit(lambda txn: self._put(txn, key, value), self._committed)
 
     def _put(self, txn: Any, key: bytes, value: bytes) -> None:
         txn.put(key, value, db=self._db)
@@ -102,18 +99,30 @@ class UsageLedger:
                 if found is not None:
                     yield struct.unpack(">Q", raw_sequence)[0], usage_pb2.UsageRecord.FromString(found)
 
-    @contextmanager
-    def subscribe(self) -> Iterator[asyncio.Queue[usage_pb2.UsageRecord]]:
-        """A queue receiving every record recorded while the block runs (a slow reader skips past its backlog)."""
-        queue: asyncio.Queue[usage_pb2.UsageRecord] = asyncio.Queue()
-        self._subscribers.add(queue)
-        try:
-            yield queue
-        finally:
-            self._subscribers.discard(queue)
+    def newest_sequence(self) -> int:
+        """The write sequence of the newest record (0 for an empty ledger): where a follower starts."""
+        with self._env.begin(db=self._order) as txn:
+            cursor: Any = txn.cursor()
+            return int(struct.unpack(">Q", cursor.key())[0]) if cursor.last() else 0
 
-    async def watch(self) -> AsyncIterator[usage_pb2.UsageRecord]:
-        """Every record recorded from now on, as it is recorded (a slow subscriber skips past its backlog)."""
-        with self.subscribe() as queue:
+    async def follow(self, after: int) -> AsyncIterator[usage_pb2.UsageRecord]:
+        """Every record written after sequence `after`, by any engine process sharing the store, as it is written.
+
+        This process's commits wake the follower at once; other processes' are picked up within `_POLL_SECONDS`.
+        """
+        wake = asyncio.Event()
+        self._followers.add(wake)
+        try:
             while True:
-                yield await queue.get()
+                wake.clear()
+                for sequence, record in self.read_written(after):
+                    after = sequence
+                    yield record
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), _POLL_SECONDS)
+        finally:
+            self._followers.discard(wake)
+
+    def _committed(self) -> None:
+        for wake in self._followers:
+            wake.set()

@@ -3,8 +3,8 @@
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
-from typing import NoReturn
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import NoReturn, TypeVar
 
 import grpc
 
@@ -14,6 +14,7 @@ from engine.errors import GatewayError
 from engine.gateway import CallContext, Gateway
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def call_context(context: grpc.aio.ServicerContext) -> CallContext:  # type: ignore[type-arg]
@@ -50,18 +51,25 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     def __init__(self, gateway: Gateway) -> None:
         self._gateway = gateway
 
+    async def _unary(
+        self,
+        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
+        call: Callable[[CallContext], Awaitable[T]],
+    ) -> T:
+        ctx = call_context(context)
+        try:
+            return await call(ctx)
+        except GatewayError as err:
+            await abort(context, err)
+        except Exception:  # noqa: BLE001 - a bug must still end as a clean INTERNAL status
+            await abort(context, internal_error(ctx.request_id))
+
     async def Complete(
         self,
         request: gateway_pb2.CompleteRequest,
         context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
     ) -> gateway_pb2.CompleteResponse:
-        ctx = call_context(context)
-        try:
-            return await self._gateway.complete(ctx, request)
-        except GatewayError as err:
-            await abort(context, err)
-        except Exception:  # noqa: BLE001 - a bug must still end as a clean INTERNAL status
-            await abort(context, internal_error(ctx.request_id))
+        return await self._unary(context, lambda ctx: self._gateway.complete(ctx, request))
 
     async def StreamChat(
         self,
@@ -82,30 +90,18 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         request: gateway_pb2.EmbedRequest,
         context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
     ) -> gateway_pb2.EmbedResponse:
-        ctx = call_context(context)
-        try:
-            return await self._gateway.embed(ctx, request)
-        except GatewayError as err:
-            await abort(context, err)
-        except Exception:  # noqa: BLE001 - a bug must still end as a clean INTERNAL status
-            await abort(context, internal_error(ctx.request_id))
+        return await self._unary(context, lambda ctx: self._gateway.embed(ctx, request))
 
     async def ListModels(
         self,
         request: gateway_pb2.ListModelsRequest,
         context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
     ) -> gateway_pb2.ListModelsResponse:
-        try:
-            return await self._gateway.list_models(call_context(context))
-        except GatewayError as err:
-            await abort(context, err)
+        return await self._unary(context, self._gateway.list_models)
 
     async def GetModel(
         self,
         request: gateway_pb2.GetModelRequest,
         context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
     ) -> gateway_pb2.GetModelResponse:
-        try:
-            return await self._gateway.get_model(call_context(context), request.id)
-        except GatewayError as err:
-            await abort(context, err)
+        return await self._unary(context, lambda ctx: self._gateway.get_model(ctx, request.id))

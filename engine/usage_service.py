@@ -34,12 +34,11 @@ class UsageServicer(observability_pb2_grpc.UsageServiceServicer):
         request: observability_pb2.WatchUsageRequest,
         context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
     ) -> AsyncIterator[observability_pb2.WatchUsageResponse]:
-        with self._ledger.subscribe() as queue:
-            await context.send_initial_metadata(())
-            while True:
-                record = await queue.get()
-                if _matches(record, request):
-                    yield observability_pb2.WatchUsageResponse(record=record)
+        after = self._ledger.newest_sequence()
+        await context.send_initial_metadata(())  # the subscription is live: what is written from now on follows
+        async for record in self._ledger.follow(after):
+            if _matches(record, request):
+                yield observability_pb2.WatchUsageResponse(record=record)
 
     async def GetMetrics(
         self,

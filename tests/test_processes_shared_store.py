@@ -7,6 +7,7 @@ import openai
 
 from chittycan.v1 import completion_pb2
 from clients.gateway import GatewayClient
+from clients.usage import UsageClient
 from engine.ledger import UsageLedger
 from engine.store import Store, StoreWriter
 from tests.processes import start_gateway_processes
@@ -49,3 +50,22 @@ def test_two_engines_share_the_cache_and_ledger(tmp_path: Path) -> None:
     assert {r.routed_model for r in records} >= {"gpt-4o", "text-embedding-3-small"}
     for path in [*(data_dir / "store").iterdir(), *logs]:
         assert SECRET.encode() not in path.read_bytes(), path
+
+
+async def _watch_then_ask(watch_addr: str, ask_addr: str) -> list[str]:
+    async with UsageClient(watch_addr) as usage:
+        watch = usage.watch(model="gpt-4o")
+        await watch.ready()
+        await _ask_engine(ask_addr)
+        records = watch.__aiter__()
+        first = await asyncio.wait_for(anext(records), 10)
+        watch.cancel()
+    return [first.requested_model, first.request_id]
+
+
+def test_watch_usage_sees_every_engine_process(tmp_path: Path) -> None:
+    with start_gateway_processes(tmp_path / "data", engines=2) as gateway:
+        first, second = gateway.engine_addrs
+        model, request_id = asyncio.run(_watch_then_ask(second, first))
+    assert model == "gpt-4o"
+    assert request_id
