@@ -75,6 +75,7 @@ class _Totals:
         self.failures: Counter[tuple[str, str, str]] = Counter()  # model, status, reason
         self.upstream_errors: Counter[tuple[str, str]] = Counter()  # model, reason
         self.budget_refusals: Counter[tuple[str]] = Counter()  # model
+        self.unpriced: Counter[tuple[str, str]] = Counter()  # model, provider: answered, but no price known
         self.latency: dict[tuple[str, str, str], _Histogram] = {}  # model, provider, cache
         self.ttft: dict[tuple[str, str], _Histogram] = {}  # model, provider
         self.saved_by_month: Counter[str] = Counter()
@@ -100,6 +101,8 @@ class _Totals:
             self.saved_by_month[month_of(record.time.seconds)] += record.saved_micros
         if record.http_status >= 400:
             self.failures[(model, status, record.error_reason)] += 1
+        elif not record.cost_known:
+            self.unpriced[(model, provider)] += 1
         if record.error_reason in UPSTREAM_REASONS:
             self.upstream_errors[(model, record.error_reason)] += 1
         if record.error_reason == errors.BUDGET_EXCEEDED:
@@ -162,6 +165,12 @@ class LedgerMetrics:
             ["model", "provider"],
             totals.cost_micros,
             scale=1e-6,
+        )
+        yield _counter(
+            "chittycan_unpriced_requests",
+            "Answered requests whose model has no price (their cost is unknown, not zero).",
+            ["model", "provider"],
+            totals.unpriced,
         )
         yield _counter(
             "chittycan_saved_usd",

@@ -193,6 +193,8 @@ def test_unknown_price_says_unknown(stack_factory: object) -> None:
     stack.flush()
     record = list(stack.engine.ledger.read())[-1]
     assert not record.cost_known
+    metrics = rawhttp.get(f"{stack.root_url}/metrics").text
+    assert 'chittycan_unpriced_requests_total{model="mystery",provider="openai"} 1.0' in metrics
 
 
 def test_cache_off_mode(stack_factory: object) -> None:
