@@ -114,6 +114,7 @@ class Settings:
     tenancy: TenancySettings
     store_map_size: int
     ledger_retention_seconds: int
+    ledger_max_records: int
     prices: Mapping[str, Any]
     raw: Mapping[str, Any] = field(repr=False)
 
@@ -187,6 +188,7 @@ def load_settings(environ: Mapping[str, str] | None = None, overrides: Mapping[s
         tenancy=_tenancy(raw),
         store_map_size=int(raw.get("store", {}).get("map_size_mb", 16384)) << 20,
         ledger_retention_seconds=int(float(raw.get("ledger", {}).get("retention_days", 62)) * 86400),
+        ledger_max_records=int(raw.get("ledger", {}).get("max_records", 10_000_000)),
         prices=raw.get("prices", {}),
         raw=raw,
     )

@@ -26,9 +26,16 @@ class UsageLedger:
     """
 
     def __init__(
-        self, store: Store, writer: StoreWriter, *, retention_seconds: int = 62 * 86400, clock: Any = time.time
+        self,
+        store: Store,
+        writer: StoreWriter,
+        *,
+        retention_seconds: int = 62 * 86400,
+        max_records: int = 10_000_000,
+        clock: Any = time.time,
     ) -> None:
         self._retention_ns = retention_seconds * 1_000_000_000
+        self._max_records = max_records
         self._clock = clock
         self._env = store.env
         self._db = store.db("usage")
@@ -51,13 +58,15 @@ class UsageLedger:
             self._prune(txn)
 
     def _prune(self, txn: Any) -> None:
-        """Drop records older than the retention window, oldest written first, a bounded number per call."""
+        """Drop records older than the retention window, or beyond `max_records`, oldest written first; a bounded
+        number per call, so the store file stays within its map on a busy gateway."""
         cutoff = int(self._clock() * 1e9) - self._retention_ns
+        excess = txn.stat(self._db)["entries"] - self._max_records
         order: Any = txn.cursor(db=self._order)
         removed = 0
         while removed < _PRUNE_BATCH and order.first():
             key = order.value()
-            if struct.unpack(">q", key[:8])[0] >= cutoff:
+            if removed >= excess and struct.unpack(">q", key[:8])[0] >= cutoff:
                 return
             txn.delete(key, db=self._db)
             order.delete()

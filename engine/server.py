@@ -94,7 +94,12 @@ async def start_engine(settings: Settings, *, telemetry: Telemetry | None = None
     built = {name: build_provider(p, session) for name, p in settings.providers.items()}
     providers = {name: traced(provider, telemetry) for name, provider in built.items()}
     in_process = [p for p in built.values() if isinstance(p, LocalProvider)]
-    ledger = UsageLedger(store, writer, retention_seconds=settings.ledger_retention_seconds)
+    ledger = UsageLedger(
+        store,
+        writer,
+        retention_seconds=settings.ledger_retention_seconds,
+        max_records=settings.ledger_max_records,
+    )
     cache = ResponseCache(store, writer, ttl_seconds=settings.cache.ttl_seconds, max_bytes=settings.cache.max_bytes)
     tenancy = settings.tenancy
     tokens = TokenStore(store)
