@@ -89,9 +89,10 @@ def _json_type(value: Any) -> str:
     return "an object"
 
 
-def required_string(body: dict[str, Any], param: str) -> str:
-    """A required non-empty string field."""
-    value = body.get(param)
+def required_string(body: dict[str, Any], key: str, param: str | None = None) -> str:
+    """A required non-empty string field; `param` is its path in the request (default: `key`)."""
+    param = param or key
+    value = body.get(key)
     if value is None:
         raise missing(param)
     if not isinstance(value, str):
@@ -329,9 +330,7 @@ def _tools(value: Any, request: completion_pb2.ChatRequest) -> None:
         if tool.type == "function":
             if not isinstance(function, dict):
                 raise missing(f"{param}.function")
-            tool.name = required_string(function, "name") if "name" in function else ""
-            if not tool.name:
-                raise missing(f"{param}.function.name")
+            tool.name = required_string(function, "name", f"{param}.function.name")
             if isinstance(function.get("description"), str):
                 tool.description = function["description"]
             if function.get("parameters") is not None:
@@ -384,9 +383,7 @@ def _response_format(value: Any, request: completion_pb2.ChatRequest) -> None:
         if not isinstance(schema, dict):
             raise missing("response_format.json_schema")
         fmt = request.response_format.json_schema
-        fmt.name = required_string(schema, "name") if "name" in schema else ""
-        if not fmt.name:
-            raise missing("response_format.json_schema.name")
+        fmt.name = required_string(schema, "name", "response_format.json_schema.name")
         if isinstance(schema.get("description"), str):
             fmt.description = schema["description"]
         if isinstance(schema.get("schema"), dict):

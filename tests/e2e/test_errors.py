@@ -58,6 +58,21 @@ def test_unknown_model_is_404_model_not_found(client: openai.OpenAI, stack: Stac
             "response_format.type",
             "invalid_value",
         ),
+        (
+            {"model": "gpt-4o", "messages": HELLO, "tools": [{"type": "function", "function": {"name": 5}}]},
+            "tools[0].function.name",
+            "invalid_type",
+        ),
+        (
+            {"model": "gpt-4o", "messages": HELLO, "tools": [{"type": "function", "function": {}}]},
+            "tools[0].function.name",
+            "missing_required_parameter",
+        ),
+        (
+            {"model": "gpt-4o", "messages": HELLO, "response_format": {"type": "json_schema", "json_schema": {}}},
+            "response_format.json_schema.name",
+            "missing_required_parameter",
+        ),
     ],
 )
 def test_bad_fields_are_400_with_param(stack: Stack, body: dict[str, object], param: str, code: str) -> None:
