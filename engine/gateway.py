@@ -66,14 +66,19 @@ class Gateway:
         try:
             principal = self._auth.authenticate(ctx.authorization, options.tenant)
         except GatewayError as err:
-            if err.reason != errors.MISSING_API_KEY or not self._router.in_process(
-                self._router.resolve(model, embedding=embedding)
-            ):
+            if err.reason != errors.MISSING_API_KEY or not self._keyless(model, embedding):
                 raise
             principal = self._auth.anonymous()
         meter.caller(principal)
         principal.require(WRITE)
         return principal, self._router.resolve(model, embedding=embedding)
+
+    def _keyless(self, model: str, embedding: bool) -> bool:
+        """Whether `model` is served inside the engine, where no credential is needed (unknown models are not)."""
+        try:
+            return self._router.in_process(self._router.resolve(model, embedding=embedding))
+        except GatewayError:
+            return False
 
     def _scope(self, principal: Principal) -> str:
         return "shared" if self._shared_cache else principal.scope_id

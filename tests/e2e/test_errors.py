@@ -20,6 +20,11 @@ def test_missing_key_is_401(stack: Stack) -> None:
     assert stack.upstream_requests() == []
 
 
+def test_missing_key_comes_before_unknown_model(stack: Stack) -> None:
+    response = rawhttp.post(f"{stack.base_url}/chat/completions", json={"model": "nope", "messages": HELLO})
+    assert response.status_code == 401
+
+
 def test_upstream_rejects_passthrough_key(stack: Stack) -> None:
     with (
         openai.OpenAI(api_key="sk-bad", base_url=stack.base_url, max_retries=0) as sdk,
