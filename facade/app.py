@@ -23,9 +23,10 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 @web.middleware
 async def openai_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Whatever goes wrong, the client gets an OpenAI error body with the right status, never a traceback."""
+    """Whatever goes wrong, the client gets an OpenAI error body with the right status, never a traceback; every
+    response carries an x-request-id."""
     try:
-        return await handler(request)
+        response = await handler(request)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -41,6 +42,9 @@ async def openai_errors(request: web.Request, handler: Handler) -> web.StreamRes
         request_id = calls.request_id()
         log.exception("unexpected error in facade request %s", request_id)
         return _error(500, f"The gateway had an internal error (request id {request_id}).", "server_error")
+    if not response.prepared and headers.REQUEST_ID not in response.headers:
+        response.headers[headers.REQUEST_ID] = calls.request_id()
+    return response
 
 
 def _error(status: int, message: str, type_: str) -> web.Response:

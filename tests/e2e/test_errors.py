@@ -191,3 +191,10 @@ def test_unknown_path_is_openai_404(stack: Stack) -> None:
     response = rawhttp.post(f"{stack.base_url}/nope", json={})
     assert response.status_code == 404
     assert response.json()["error"]["message"] == "Invalid URL (POST /v1/nope)"
+
+
+@pytest.mark.parametrize(("method", "path"), [("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics")])
+def test_every_response_has_a_request_id(stack: Stack, method: str, path: str) -> None:
+    response = rawhttp.request(method, f"{stack.root_url}{path}")
+    assert response.status_code == 200
+    assert response.headers["x-request-id"].startswith("req_")
