@@ -1,9 +1,10 @@
 """One request through the engine: authenticate, route, consult the cache, charge, dispatch, meter, record."""
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import aclosing
 from dataclasses import dataclass
+from typing import TypeVar
 
 from chittycan.v1 import cache_pb2, completion_pb2, embedding_pb2, gateway_pb2, model_pb2, usage_pb2
 from engine import errors
@@ -21,6 +22,7 @@ from engine.pricing import PriceTable
 from engine.routing import Route, Router
 
 _MODEL_CREATED = 1700000000
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,14 +95,9 @@ class Gateway:
             if decision.lookup and (entry := self._cache.get(key)) is not None and entry.HasField("chat"):
                 return gateway_pb2.CompleteResponse(response=entry.chat, meta=meter.hit(entry, entry.chat.usage))
             hold = await self._accountant.admit(principal.tenant, routes[0], request)
-            try:
-                response = await self._dispatcher.complete(
-                    routes, request, principal.upstream_key, ctx.deadline, meter.attempted
-                )
-            except BaseException:
-                if hold is not None:
-                    await self._accountant.release(hold)
-                raise
+            response = await self._held(
+                hold, self._dispatcher.complete(routes, request, principal.upstream_key, ctx.deadline, meter.attempted)
+            )
             route = meter.answered()
             cost = self._prices.cost_micros(route, response.usage)
             settled = await self._settle(hold, cost)
@@ -121,14 +118,9 @@ class Gateway:
                 meta = meter.hit(entry, _embedding_usage(entry.embedding))
                 return gateway_pb2.EmbedResponse(response=entry.embedding, meta=meta)
             hold = await self._accountant.admit(principal.tenant, routes[0], None)
-            try:
-                response = await self._dispatcher.embed(
-                    routes, request, principal.upstream_key, ctx.deadline, meter.attempted
-                )
-            except BaseException:
-                if hold is not None:
-                    await self._accountant.release(hold)
-                raise
+            response = await self._held(
+                hold, self._dispatcher.embed(routes, request, principal.upstream_key, ctx.deadline, meter.attempted)
+            )
             route = meter.answered()
             usage = _embedding_usage(response)
             cost = self._prices.cost_micros(route, usage)
@@ -138,6 +130,15 @@ class Gateway:
             meta = meter.miss(MISS if decision.lookup else BYPASS, usage, cost, settled)
             return gateway_pb2.EmbedResponse(response=response, meta=meta)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _held(self, hold: Hold | None, call: Awaitable[T]) -> T:
+        """Await an upstream call; its budget hold is released when the call fails or is cancelled."""
+        try:
+            return await call
+        except BaseException:
+            if hold is not None:
+                await self._accountant.release(hold)
+            raise
 
     async def _settle(self, hold: Hold | None, cost: int | None) -> Settled | None:
         if hold is None:

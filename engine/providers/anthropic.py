@@ -17,7 +17,7 @@ from engine.providers.anthropic_translate import (
     messages_body_from_proto,
     response_from_anthropic,
 )
-from engine.providers.base import UpstreamCall, connection_error, timeout_error
+from engine.providers.base import UpstreamCall, connection_error, timeout_error, truncated_error
 from engine.providers.sse import iter_sse_events
 
 ANTHROPIC_VERSION = "2023-06-01"
@@ -89,11 +89,7 @@ class AnthropicProvider:
             raise timeout_error(self.name) from None
         except (aiohttp.ClientError, orjson.JSONDecodeError) as exc:
             raise connection_error(self.name, exc) from None
-        raise GatewayError(
-            grpc.StatusCode.UNAVAILABLE,
-            errors.UPSTREAM_UNAVAILABLE,
-            f"The {self.name} upstream ended the stream early.",
-        )
+        raise truncated_error(self.name)
 
     async def embed(
         self, request: embedding_pb2.EmbeddingRequest, call: UpstreamCall

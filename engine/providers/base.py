@@ -95,6 +95,13 @@ def connection_error(provider: str, exc: BaseException) -> GatewayError:
     )
 
 
+def truncated_error(provider: str) -> GatewayError:
+    """The upstream closed a stream before its end marker: what arrived is not a complete answer."""
+    return GatewayError(
+        grpc.StatusCode.UNAVAILABLE, errors.UPSTREAM_UNAVAILABLE, f"The {provider} upstream ended the stream early."
+    )
+
+
 def timeout_error(provider: str) -> GatewayError:
     """The upstream did not answer in time."""
     return GatewayError(

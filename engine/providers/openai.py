@@ -11,7 +11,7 @@ from multidict import CIMultiDictProxy
 from chittycan.v1 import completion_pb2, embedding_pb2, error_pb2
 from engine import errors
 from engine.errors import GatewayError
-from engine.providers.base import UpstreamCall, connection_error, timeout_error, upstream_error
+from engine.providers.base import UpstreamCall, connection_error, timeout_error, truncated_error, upstream_error
 from engine.providers.openai_translate import (
     chat_body_from_proto,
     chunk_from_openai,
@@ -115,11 +115,7 @@ class OpenAIProvider:
             raise timeout_error(self.name) from None
         except (aiohttp.ClientError, orjson.JSONDecodeError) as exc:
             raise connection_error(self.name, exc) from None
-        raise GatewayError(
-            grpc.StatusCode.UNAVAILABLE,
-            errors.UPSTREAM_UNAVAILABLE,
-            f"The {self.name} upstream ended the stream early.",
-        )
+        raise truncated_error(self.name)
 
     async def embed(
         self, request: embedding_pb2.EmbeddingRequest, call: UpstreamCall
