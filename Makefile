@@ -32,9 +32,12 @@ local: $(LOCAL_STAMP)
 run: install local
 	$(BIN)/can serve
 
+# google/rpc/status.proto comes with googleapis-common-protos (installed with grpcio-status).
 proto: install
 	rm -f proto/chittycan/v1/*_pb2*.py proto/chittycan/v1/*_pb2*.pyi
-	$(BIN)/python -m grpc_tools.protoc -I proto --python_out=proto --grpc_python_out=proto \
+	$(BIN)/python -m grpc_tools.protoc -I proto \
+		-I "$$($(BIN)/python -c 'import google.rpc, os; print(os.path.dirname(os.path.dirname(google.rpc.__path__[0])))')" \
+		--python_out=proto --grpc_python_out=proto \
 		--mypy_out=proto --mypy_grpc_out=proto $(PROTOS)
 
 node_modules/.installed: package.json

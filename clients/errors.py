@@ -1,14 +1,16 @@
 """Typed exceptions for failed engine calls, decoded from the rich gRPC status the engine sends."""
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import grpc
+from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 
 from chittycan.error_table import OpenAIError, openai_error
 from chittycan.v1 import error_pb2
 
 _STATUS_DETAILS_KEY = "grpc-status-details-bin"
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
 
 
 class GatewayCallError(Exception):
@@ -103,13 +105,22 @@ def error_from_rpc(
     code: grpc.StatusCode, message: str, trailing: Sequence[tuple[str, str | bytes]] | None
 ) -> GatewayCallError:
     """Decode the engine's status: ErrorInfo reason, BadRequest field, RetryInfo and ErrorDetail."""
-    kwargs: dict[str, object] = {}
     for key, value in trailing or ():
         if key == _STATUS_DETAILS_KEY and isinstance(value, bytes):
             status = status_pb2.Status.FromString(value)
-            message = status.message or message
-            for packed in status.details:
-                kwargs.update(_decode_detail(packed))
+            return _error(code, status.message or message, status.details)
+    return _error(code, message, ())
+
+
+def error_from_status(status: status_pb2.Status) -> GatewayCallError:
+    """Typed exception for a call that ended with this (non-OK) google.rpc.Status."""
+    return _error(_CODES.get(status.code, grpc.StatusCode.UNKNOWN), status.message, status.details)
+
+
+def _error(code: grpc.StatusCode, message: str, details: Iterable[any_pb2.Any]) -> GatewayCallError:
+    kwargs: dict[str, object] = {}
+    for packed in details:
+        kwargs.update(_decode_detail(packed))
     cls = _CLASSES.get(code, InternalError)
     return cls(code, message, **kwargs)  # type: ignore[arg-type]
 

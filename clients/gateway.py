@@ -1,4 +1,8 @@
-"""Async client for the engine's GatewayService; every failure is raised as a clients.errors exception."""
+"""Async client for the engine's GatewayService; every failure is raised as a clients.errors exception.
+
+Complete, StreamChat and Embed run over one multiplexed ExchangeService stream by default (much less gRPC work
+per call); `multiplex=False` makes them standalone GatewayService RPCs.
+"""
 
 from asyncio import timeout as asyncio_timeout
 from collections.abc import AsyncIterator, Sequence
@@ -6,8 +10,9 @@ from collections.abc import AsyncIterator, Sequence
 import grpc
 from opentelemetry import propagate
 
-from chittycan.v1 import completion_pb2, embedding_pb2, gateway_pb2, gateway_pb2_grpc
+from chittycan.v1 import completion_pb2, embedding_pb2, exchange_pb2, gateway_pb2, gateway_pb2_grpc
 from clients.errors import error_from_aio
+from clients.exchange import Exchange, ExchangeChatStream
 
 # Keepalive and message sizes must match what the engine accepts (engine/server.py).
 CHANNEL_OPTIONS = [
@@ -32,6 +37,17 @@ def call_metadata(
     if request_id:
         metadata.append(("x-request-id", request_id))
     return tuple(metadata)
+
+
+def call_headers(api_key: str | None, request_id: str | None, deadline: float | None) -> exchange_pb2.CallHeaders:
+    """What `call_metadata` and the deadline carry, for a call on the exchange stream."""
+    headers = exchange_pb2.CallHeaders(request_id=request_id or "")
+    propagate.inject(headers.trace_context)
+    if api_key:
+        headers.authorization = f"Bearer {api_key}"
+    if deadline is not None:
+        headers.timeout.FromNanoseconds(int(deadline * 1e9))
+    return headers
 
 
 class ChatStream:
@@ -69,9 +85,12 @@ class ChatStream:
 class GatewayClient:
     """One channel to the engine, shared by every call; pass `deadline` (seconds from now) to bound a call."""
 
-    def __init__(self, target: str, *, options: Sequence[tuple[str, object]] = CHANNEL_OPTIONS) -> None:
+    def __init__(
+        self, target: str, *, options: Sequence[tuple[str, object]] = CHANNEL_OPTIONS, multiplex: bool = True
+    ) -> None:
         self._channel = grpc.aio.insecure_channel(target, options=list(options))
         self._stub = gateway_pb2_grpc.GatewayServiceStub(self._channel)
+        self._exchange = Exchange(self._channel) if multiplex else None
 
     @property
     def channel(self) -> grpc.aio.Channel:
@@ -86,6 +105,8 @@ class GatewayClient:
 
     async def close(self) -> None:
         """Close the channel."""
+        if self._exchange is not None:
+            await self._exchange.close()
         await self._channel.close()
 
     async def wait_ready(self, seconds: float) -> None:
@@ -104,6 +125,10 @@ class GatewayClient:
     ) -> gateway_pb2.CompleteResponse:
         """A non-streamed chat completion."""
         call = gateway_pb2.CompleteRequest(request=request, options=options)
+        if self._exchange is not None:
+            headers = call_headers(api_key, request_id, deadline)
+            event = await self._exchange.unary(exchange_pb2.ExchangeCall(headers=headers, complete=call), deadline)
+            return event.complete
         try:
             return await self._stub.Complete(call, metadata=call_metadata(api_key, request_id), timeout=deadline)
         except grpc.aio.AioRpcError as err:
@@ -117,9 +142,12 @@ class GatewayClient:
         request_id: str | None = None,
         options: gateway_pb2.CallOptions | None = None,
         deadline: float | None = None,
-    ) -> ChatStream:
+    ) -> ChatStream | ExchangeChatStream:
         """A streamed chat completion: header event, chunk events, trailer event."""
         call = gateway_pb2.StreamChatRequest(request=request, options=options)
+        if self._exchange is not None:
+            headers = call_headers(api_key, request_id, deadline)
+            return self._exchange.stream(exchange_pb2.ExchangeCall(headers=headers, stream_chat=call), deadline)
         return ChatStream(self._stub.StreamChat(call, metadata=call_metadata(api_key, request_id), timeout=deadline))
 
     async def embed(
@@ -133,6 +161,10 @@ class GatewayClient:
     ) -> gateway_pb2.EmbedResponse:
         """Embeddings."""
         call = gateway_pb2.EmbedRequest(request=request, options=options)
+        if self._exchange is not None:
+            headers = call_headers(api_key, request_id, deadline)
+            event = await self._exchange.unary(exchange_pb2.ExchangeCall(headers=headers, embed=call), deadline)
+            return event.embed
         try:
             return await self._stub.Embed(call, metadata=call_metadata(api_key, request_id), timeout=deadline)
         except grpc.aio.AioRpcError as err:

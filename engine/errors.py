@@ -26,6 +26,7 @@ UNSUPPORTED = "UNSUPPORTED"
 NOT_FOUND = "NOT_FOUND"
 CONFLICT = "CONFLICT"
 INTERNAL = "INTERNAL"
+DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
 
 
 class GatewayError(Exception):
@@ -64,7 +65,12 @@ class GatewayError(Exception):
         return f"GatewayError({self.code.name}, {self.reason}, {self.message!r})"
 
     def to_status(self) -> grpc.Status:
-        """Render as a google.rpc.Status with ErrorInfo and, where useful, BadRequest, RetryInfo, ErrorDetail."""
+        """Render as a rich gRPC status (what `rpc_status` says, in the call's trailing metadata)."""
+        result: grpc.Status = rpc_status.to_status(self.rpc_status())
+        return result
+
+    def rpc_status(self) -> status_pb2.Status:
+        """A google.rpc.Status with ErrorInfo and, where useful, BadRequest, RetryInfo, ErrorDetail."""
         details = [_pack(error_details_pb2.ErrorInfo(reason=self.reason, domain=ERROR_DOMAIN))]
         if self.param is not None:
             violation = error_details_pb2.BadRequest.FieldViolation(field=self.param, description=self.message)
@@ -75,9 +81,7 @@ class GatewayError(Exception):
             details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
         if self.detail is not None:
             details.append(_pack(self.detail))
-        status = status_pb2.Status(code=self.code.value[0], message=self.message, details=details)
-        result: grpc.Status = rpc_status.to_status(status)
-        return result
+        return status_pb2.Status(code=self.code.value[0], message=self.message, details=details)
 
 
 def _pack(message: object) -> any_pb2.Any:

@@ -9,7 +9,7 @@ import aiohttp
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from chittycan.v1 import admin_pb2_grpc, gateway_pb2_grpc, observability_pb2_grpc
+from chittycan.v1 import admin_pb2_grpc, exchange_pb2_grpc, gateway_pb2_grpc, observability_pb2_grpc
 from engine.accounting import Accountant
 from engine.admin import AdminServicer, master_key
 from engine.auth import Authenticator
@@ -17,6 +17,7 @@ from engine.budgets import Budgets
 from engine.cache import CachePolicy, ResponseCache
 from engine.config import Settings
 from engine.dispatch import Dispatcher
+from engine.exchange import ExchangeServicer
 from engine.gateway import Gateway
 from engine.ledger import UsageLedger
 from engine.metering import InFlight
@@ -55,6 +56,7 @@ class Engine:
     ledger: UsageLedger
     cache: ResponseCache
     health: health.HealthServicer
+    exchange: ExchangeServicer
     budgets: Budgets
     tokens: TokenStore
     _accountant: Accountant
@@ -67,6 +69,7 @@ class Engine:
     async def stop(self, grace: float = 5.0) -> None:
         """Stop taking calls, let running ones finish, then flush the store and close everything."""
         self.health.enter_graceful_shutdown()
+        self.exchange.drain()
         await self.server.stop(grace)
         await self._accountant.close()
         await self._writer.close()
@@ -133,6 +136,8 @@ async def start_engine(settings: Settings, *, telemetry: Telemetry | None = None
     interceptors = [telemetry.interceptor()] if telemetry.enabled else []
     server = grpc.aio.server(options=GRPC_OPTIONS, interceptors=interceptors)
     gateway_pb2_grpc.add_GatewayServiceServicer_to_server(GatewayServicer(gateway), server)
+    exchange = ExchangeServicer(gateway, telemetry)
+    exchange_pb2_grpc.add_ExchangeServiceServicer_to_server(exchange, server)
     admin = AdminServicer(tokens, budgets, master_key(tenancy.master_key, settings.data_dir))
     admin_pb2_grpc.add_AdminServiceServicer_to_server(admin, server)
     metrics = LedgerMetrics(ledger, in_flight=lambda: in_flight.count)
@@ -153,6 +158,7 @@ async def start_engine(settings: Settings, *, telemetry: Telemetry | None = None
         ledger,
         cache,
         health_servicer,
+        exchange,
         budgets,
         tokens,
         accountant,

@@ -80,9 +80,32 @@ class Telemetry:
         """The server interceptor that opens a span per GatewayService call (install it only when enabled)."""
         return _CallInterceptor(self)
 
+    @contextmanager
+    def server_span(self, method: str, carrier: Mapping[str, str]) -> Iterator[trace.Span]:
+        """The engine's SERVER span for one GatewayService call (`/package.Service/Method`), continuing the
+        caller's trace from `carrier` (W3C trace context); record how it ended with `set_rpc_code`."""
+        service, _, rpc = method.removeprefix("/").partition("/")
+        attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": rpc}
+        with self.tracer.start_as_current_span(
+            method.removeprefix("/"),
+            context=propagate.extract(carrier),
+            kind=SpanKind.SERVER,
+            attributes=attributes,
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            yield span
+
     async def shutdown(self) -> None:
         """Flush and stop the tracer provider."""
         await shutdown_tracer_provider(self.provider)
+
+
+def set_rpc_code(span: trace.Span, code: grpc.StatusCode) -> None:
+    """Record a call's gRPC status code on its server span; server-side failures mark the span as an error."""
+    span.set_attribute("rpc.grpc.status_code", code.value[0])
+    if code in _SERVER_ERRORS:
+        span.set_status(Status(StatusCode.ERROR, code.name))
 
 
 def usage_attributes(record: usage_pb2.UsageRecord) -> dict[str, str | int | float]:
@@ -166,17 +189,7 @@ class _CallInterceptor(grpc.aio.ServerInterceptor):
     @contextmanager
     def _span(self, method: str, context: grpc.aio.ServicerContext) -> Iterator[None]:  # type: ignore[type-arg]
         carrier = {key: value for key, value in context.invocation_metadata() or () if isinstance(value, str)}
-        name = method.removeprefix("/")
-        service, _, rpc = name.partition("/")
-        attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": rpc}
-        with self._telemetry.tracer.start_as_current_span(
-            name,
-            context=propagate.extract(carrier),
-            kind=SpanKind.SERVER,
-            attributes=attributes,
-            record_exception=False,
-            set_status_on_exception=False,
-        ) as span:
+        with self._telemetry.server_span(method, carrier) as span:
             code = grpc.StatusCode.OK
             try:
                 yield
@@ -184,7 +197,4 @@ class _CallInterceptor(grpc.aio.ServerInterceptor):
                 code = grpc.StatusCode.CANCELLED
                 raise
             finally:
-                code = context.code() or code
-                span.set_attribute("rpc.grpc.status_code", code.value[0])
-                if code in _SERVER_ERRORS:
-                    span.set_status(Status(StatusCode.ERROR, code.name))
+                set_rpc_code(span, context.code() or code)

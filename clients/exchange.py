@@ -1,0 +1,222 @@
+"""GatewayService calls multiplexed over one ExchangeService stream (see proto/chittycan/v1/exchange.proto).
+
+The stream opens on the first call and again after it breaks; calls that were running when it broke fail with
+the stream's error (UNAVAILABLE when the engine went away). Each call's events are buffered for its reader, so a
+slow reader never holds up the other calls.
+"""
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator
+
+import grpc
+
+from chittycan.v1 import exchange_pb2, exchange_pb2_grpc, gateway_pb2
+from clients.errors import (
+    CallCancelledError,
+    DeadlineExceededError,
+    GatewayCallError,
+    InternalError,
+    UnavailableError,
+    error_from_aio,
+    error_from_status,
+)
+
+_OK = grpc.StatusCode.OK.value[0]
+_End = GatewayCallError | None  # how a stream ends: an error, or None for OK
+
+
+class _Unary:
+    """A Complete or Embed call waiting for its one event."""
+
+    def __init__(self) -> None:
+        self.answer: asyncio.Future[exchange_pb2.ExchangeEvent] = asyncio.get_running_loop().create_future()
+
+    def deliver(self, event: exchange_pb2.ExchangeEvent) -> bool:
+        if self.answer.done():
+            return True
+        if event.HasField("status"):
+            code = event.status.code
+            error = (
+                error_from_status(event.status)
+                if code != _OK
+                else InternalError(grpc.StatusCode.INTERNAL, "The engine ended a unary call without an answer.")
+            )
+            self.answer.set_exception(error)
+        else:
+            self.answer.set_result(event)
+        return True
+
+    def fail(self, error: GatewayCallError) -> None:
+        if not self.answer.done():
+            self.answer.set_exception(error)
+
+
+class ExchangeChatStream:
+    """A running StreamChat call on the exchange: `read()` its events; `cancel()` ends it (and the upstream
+    request) at once. Same interface as clients.gateway.ChatStream."""
+
+    def __init__(self, link: "_Link", call_id: int, deadline: float | None) -> None:
+        self._link = link
+        self._call_id = call_id
+        self._events: asyncio.Queue[gateway_pb2.StreamChatResponse | _End] = asyncio.Queue()
+        self._ended = False
+        self._deadline = None if deadline is None else asyncio.get_running_loop().time() + deadline
+
+    def deliver(self, event: exchange_pb2.ExchangeEvent) -> bool:
+        if event.HasField("stream_chat"):
+            self._events.put_nowait(event.stream_chat)
+            return False
+        if event.HasField("status") and event.status.code == _OK:
+            self._events.put_nowait(None)
+        elif event.HasField("status"):
+            self._events.put_nowait(error_from_status(event.status))
+        else:
+            self._events.put_nowait(InternalError(grpc.StatusCode.INTERNAL, "The engine sent a unary answer."))
+        return True
+
+    def fail(self, error: GatewayCallError) -> None:
+        self._events.put_nowait(error)
+
+    def __aiter__(self) -> AsyncIterator[gateway_pb2.StreamChatResponse]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[gateway_pb2.StreamChatResponse]:
+        while (event := await self.read()) is not None:
+            yield event
+
+    async def read(self) -> gateway_pb2.StreamChatResponse | None:
+        """The next event, or None at the end of the stream; raises the call's error."""
+        if self._ended:
+            return None
+        try:
+            async with asyncio.timeout_at(self._deadline):
+                event = await self._events.get()
+        except TimeoutError:
+            self.cancel()
+            raise DeadlineExceededError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded") from None
+        if isinstance(event, gateway_pb2.StreamChatResponse):
+            return event
+        self._ended = True
+        if event is not None:
+            raise event
+        return None
+
+    def cancel(self) -> None:
+        """Cancel the call (nothing happens when it has already ended)."""
+        self._ended = True
+        self._link.abandon(self._call_id)
+
+
+_Handler = _Unary | ExchangeChatStream
+
+
+class _Link:
+    """One open Exchange stream: a writer sending what callers queued, a reader routing events to calls."""
+
+    def __init__(self, call: grpc.aio.StreamStreamCall) -> None:  # type: ignore[type-arg]
+        self._call = call
+        self._handlers: dict[int, _Handler] = {}
+        self._starts: list[exchange_pb2.ExchangeCall] = []
+        self._cancels: list[int] = []
+        self._wake = asyncio.Event()
+        self.broken = False
+        self._writer = asyncio.create_task(self._send())
+        self._reader = asyncio.create_task(self._receive())
+
+    def start(self, call: exchange_pb2.ExchangeCall, handler: _Handler) -> None:
+        """Queue `call` (its call_id set) and route its events to `handler`."""
+        self._handlers[call.call_id] = handler
+        self._starts.append(call)
+        self._wake.set()
+
+    def abandon(self, call_id: int) -> None:
+        """The caller gave up on a call: if it is still running, the engine cancels it."""
+        if self._handlers.pop(call_id, None) is not None and not self.broken:
+            self._cancels.append(call_id)
+            self._wake.set()
+
+    async def close(self) -> None:
+        """End the stream; calls still running fail as cancelled."""
+        self._writer.cancel()
+        self._reader.cancel()
+        await asyncio.gather(self._writer, self._reader, return_exceptions=True)
+        self._call.cancel()
+
+    async def _send(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if not self._starts and not self._cancels:
+                continue
+            request = exchange_pb2.ExchangeRequest(calls=self._starts, cancelled_call_ids=self._cancels)
+            self._starts, self._cancels = [], []
+            try:
+                await self._call.write(request)
+            except grpc.aio.AioRpcError:
+                return  # the reader sees the same failure and fails the calls
+            except asyncio.InvalidStateError:
+                return  # the stream has already ended (reader side)
+
+    async def _receive(self) -> None:
+        error: GatewayCallError = UnavailableError(
+            grpc.StatusCode.UNAVAILABLE, "The engine closed the connection (shutting down)."
+        )
+        try:
+            async for response in self._call:
+                for event in response.events:
+                    handler = self._handlers.get(event.call_id)
+                    if handler is not None and handler.deliver(event):
+                        del self._handlers[event.call_id]
+        except grpc.aio.AioRpcError as err:
+            error = error_from_aio(err)
+        except asyncio.CancelledError:
+            error = CallCancelledError(grpc.StatusCode.CANCELLED, "The client closed the connection.")
+            raise
+        finally:
+            self.broken = True
+            self._writer.cancel()
+            handlers, self._handlers = self._handlers, {}
+            for handler in handlers.values():
+                handler.fail(error)
+
+
+class Exchange:
+    """Calls over one Exchange stream on `channel`, opened when first needed and reopened after a break."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self._stub = exchange_pb2_grpc.ExchangeServiceStub(channel)
+        self._link: _Link | None = None
+        self._ids = itertools.count(1)
+
+    def _open(self) -> _Link:
+        if self._link is None or self._link.broken:
+            self._link = _Link(self._stub.Exchange())
+        return self._link
+
+    async def unary(self, call: exchange_pb2.ExchangeCall, deadline: float | None) -> exchange_pb2.ExchangeEvent:
+        """Run a Complete or Embed call; its answer event, or its error raised."""
+        link = self._open()
+        call.call_id = next(self._ids)
+        handler = _Unary()
+        link.start(call, handler)
+        try:
+            async with asyncio.timeout(deadline):
+                return await handler.answer
+        except TimeoutError:
+            raise DeadlineExceededError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded") from None
+        finally:
+            link.abandon(call.call_id)
+
+    def stream(self, call: exchange_pb2.ExchangeCall, deadline: float | None) -> ExchangeChatStream:
+        """Start a StreamChat call."""
+        link = self._open()
+        call.call_id = next(self._ids)
+        stream = ExchangeChatStream(link, call.call_id, deadline)
+        link.start(call, stream)
+        return stream
+
+    async def close(self) -> None:
+        """End the stream (running calls fail as cancelled)."""
+        if self._link is not None:
+            await self._link.close()

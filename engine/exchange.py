@@ -1,0 +1,200 @@
+"""The ExchangeService servicer: GatewayService calls multiplexed over one stream, each ending as its RPC would.
+
+Events that are ready together leave in one stream message, which is where the saving comes from: one gRPC
+message per burst instead of one unary call per request. Per call, the order of events is kept.
+"""
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
+
+import grpc
+from google.rpc import status_pb2
+
+from chittycan.v1 import exchange_pb2, exchange_pb2_grpc
+from engine import errors
+from engine.errors import GatewayError
+from engine.gateway import CallContext, Gateway
+from engine.service import internal_error
+from engine.telemetry import Telemetry, set_rpc_code
+
+_OK = status_pb2.Status(code=grpc.StatusCode.OK.value[0])
+_METHODS = {
+    "complete": "/chittycan.v1.GatewayService/Complete",
+    "stream_chat": "/chittycan.v1.GatewayService/StreamChat",
+    "embed": "/chittycan.v1.GatewayService/Embed",
+}
+# Events wait for one stream message until this many bytes are queued (well under the 64 MiB message limit).
+_MESSAGE_BYTES = 4 << 20
+
+
+class ExchangeServicer(exchange_pb2_grpc.ExchangeServiceServicer):
+    """chittycan.v1.ExchangeService over a Gateway."""
+
+    def __init__(self, gateway: Gateway, telemetry: Telemetry) -> None:
+        self._gateway = gateway
+        self._telemetry = telemetry
+        self._draining = asyncio.Event()
+
+    def drain(self) -> None:
+        """Stop reading new calls on every stream; each stream ends once its running calls have ended."""
+        self._draining.set()
+
+    async def Exchange(  # type: ignore[override] # grpc.aio lets a handler write through its context
+        self,
+        request_iterator: AsyncIterator[exchange_pb2.ExchangeRequest],
+        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
+    ) -> None:
+        session = _Session(self._gateway, self._telemetry, context.write)
+        await session.run(request_iterator, self._draining)
+
+
+class _Session:
+    """One Exchange stream: a task per running call, and one writer that sends whatever events are queued."""
+
+    def __init__(
+        self,
+        gateway: Gateway,
+        telemetry: Telemetry,
+        write: Callable[[exchange_pb2.ExchangeResponse], Awaitable[None]],
+    ) -> None:
+        self._gateway = gateway
+        self._telemetry = telemetry
+        self._write = write
+        self._calls: dict[int, asyncio.Task[None]] = {}
+        self._queued: list[exchange_pb2.ExchangeEvent] = []
+        self._wake = asyncio.Event()
+        self._closed = False
+
+    async def run(self, requests: AsyncIterator[exchange_pb2.ExchangeRequest], draining: asyncio.Event) -> None:
+        """Serve calls until the caller closes its side or the engine drains, then let running calls end.
+
+        Cancelling this (the caller went away) cancels every running call; the gateway meters them as cancelled.
+        """
+        async with asyncio.TaskGroup() as group:
+            writer = group.create_task(self._send())
+            reader = group.create_task(self._read(requests, group))
+            drained = group.create_task(draining.wait())
+            await asyncio.wait((reader, drained), return_when=asyncio.FIRST_COMPLETED)
+            reader.cancel()
+            drained.cancel()
+            while self._calls:
+                await asyncio.wait(list(self._calls.values()))
+            self._closed = True
+            self._wake.set()
+            await writer
+
+    async def _read(self, requests: AsyncIterator[exchange_pb2.ExchangeRequest], group: asyncio.TaskGroup) -> None:
+        async for request in requests:
+            # Starts before cancels: a call may be started and cancelled in the same message.
+            for call in request.calls:
+                if call.call_id in self._calls:
+                    duplicate = errors.invalid_request(f"Call id {call.call_id} is already running on this stream.")
+                    self._emit(exchange_pb2.ExchangeEvent(call_id=call.call_id, status=duplicate.rpc_status()))
+                    continue
+                self._calls[call.call_id] = group.create_task(self._run(call))
+            for call_id in request.cancelled_call_ids:
+                if (task := self._calls.get(call_id)) is not None:
+                    task.cancel()
+
+    async def _send(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._queued:
+                await self._write(exchange_pb2.ExchangeResponse(events=self._take()))
+            if self._closed:
+                return
+
+    def _take(self) -> list[exchange_pb2.ExchangeEvent]:
+        """The queued events up to one message's worth (at least one event)."""
+        size, count = 0, 0
+        for event in self._queued:
+            size += event.ByteSize()
+            if count and size > _MESSAGE_BYTES:
+                break
+            count += 1
+        taken, self._queued = self._queued[:count], self._queued[count:]
+        return taken
+
+    def _emit(self, event: exchange_pb2.ExchangeEvent) -> None:
+        self._queued.append(event)
+        self._wake.set()
+
+    async def _run(self, call: exchange_pb2.ExchangeCall) -> None:
+        """Run one call and send how it ended; a cancelled call sends nothing (its caller has gone)."""
+        try:
+            kind = call.WhichOneof("call")
+            with self._span(kind, call) as record_code:
+                status = await self._outcome(call, kind)
+                record_code(grpc.StatusCode.OK if status is None else _code(status))
+            if status is not None:
+                self._emit(exchange_pb2.ExchangeEvent(call_id=call.call_id, status=status))
+        finally:
+            del self._calls[call.call_id]
+
+    async def _outcome(self, call: exchange_pb2.ExchangeCall, kind: str | None) -> status_pb2.Status | None:
+        """None when a unary answer ended the call, else the status to send."""
+        headers = call.headers
+        timeout = headers.timeout.ToNanoseconds() / 1e9 if headers.HasField("timeout") else None
+        ctx = CallContext(
+            request_id=headers.request_id or f"req_{uuid.uuid4().hex}",
+            authorization=headers.authorization or None,
+            deadline=None if timeout is None else time.monotonic() + timeout,
+        )
+        deadline = asyncio.timeout(timeout)
+        try:
+            async with deadline:
+                return await self._serve(call, kind, ctx)
+        except GatewayError as err:
+            return err.rpc_status()
+        except TimeoutError:
+            if not deadline.expired():
+                return internal_error(ctx.request_id).rpc_status()
+            expired = GatewayError(
+                grpc.StatusCode.DEADLINE_EXCEEDED, errors.DEADLINE_EXCEEDED, "The call ran past its deadline."
+            )
+            return expired.rpc_status()
+        except Exception:  # noqa: BLE001 - a bug must still end as a clean INTERNAL status
+            return internal_error(ctx.request_id).rpc_status()
+
+    async def _serve(
+        self, call: exchange_pb2.ExchangeCall, kind: str | None, ctx: CallContext
+    ) -> status_pb2.Status | None:
+        call_id = call.call_id
+        if kind == "complete":
+            answer = await self._gateway.complete(ctx, call.complete)
+            self._emit(exchange_pb2.ExchangeEvent(call_id=call_id, complete=answer))
+            return None
+        if kind == "embed":
+            embedded = await self._gateway.embed(ctx, call.embed)
+            self._emit(exchange_pb2.ExchangeEvent(call_id=call_id, embed=embedded))
+            return None
+        if kind == "stream_chat":
+            async for event in self._gateway.stream_chat(ctx, call.stream_chat):
+                self._emit(exchange_pb2.ExchangeEvent(call_id=call_id, stream_chat=event))
+            return _OK
+        raise errors.invalid_request("The exchange call names no GatewayService call.")
+
+    @contextmanager
+    def _span(self, kind: str | None, call: exchange_pb2.ExchangeCall) -> Iterator[Callable[[grpc.StatusCode], None]]:
+        """The call's server span, as the standalone RPC gets it (only when tracing is on)."""
+        if not self._telemetry.enabled or kind is None:
+            yield _ignore_code
+            return
+        with self._telemetry.server_span(_METHODS[kind], call.headers.trace_context) as span:
+            try:
+                yield lambda code: set_rpc_code(span, code)
+            except asyncio.CancelledError:
+                set_rpc_code(span, grpc.StatusCode.CANCELLED)
+                raise
+
+
+def _ignore_code(code: grpc.StatusCode) -> None:
+    """Where no span records the code."""
+
+
+def _code(status: status_pb2.Status) -> grpc.StatusCode:
+    return next((code for code in grpc.StatusCode if code.value[0] == status.code), grpc.StatusCode.UNKNOWN)
