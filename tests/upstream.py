@@ -80,6 +80,7 @@ class ScriptedUpstream:
     def __init__(self) -> None:
         self.requests: list[RecordedRequest] = []
         self.stream_closed = asyncio.Event()
+        self.request_arrived = asyncio.Event()
         self._scripts: list[_Script] = []
         self._hangs: set[asyncio.Future[None]] = set()
         self.app = web.Application()
@@ -118,10 +119,11 @@ class ScriptedUpstream:
         )
 
     def reset(self) -> None:
-        """Forget recorded requests, queued scripts and `stream_closed`."""
+        """Forget recorded requests, queued scripts, `stream_closed` and `request_arrived`."""
         self.requests.clear()
         self._scripts.clear()
         self.stream_closed.clear()
+        self.request_arrived.clear()
 
     def _take_script(self, recorded: RecordedRequest) -> _Script | None:
         model = recorded.json.get("model") if isinstance(recorded.json, dict) else None
@@ -137,6 +139,7 @@ class ScriptedUpstream:
         async def handle(request: web.Request) -> web.StreamResponse:
             recorded = await _record(request)
             self.requests.append(recorded)
+            self.request_arrived.set()
             script = self._take_script(recorded)
             if script is None:
                 return await self._send(request, render(recorded), None)

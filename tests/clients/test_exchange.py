@@ -1,0 +1,191 @@
+"""Calls multiplexed over the ExchangeService stream: pairing, cancellation, deadlines, protocol errors, engine
+shutdown and reconnection, against a real engine."""
+
+import asyncio
+import dataclasses
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+import grpc
+import pytest
+
+from chittycan.v1 import completion_pb2, embedding_pb2, exchange_pb2, exchange_pb2_grpc, gateway_pb2
+from clients import errors
+from clients.gateway import GatewayClient, call_headers
+from engine.server import start_engine
+from tests.stack import API_KEY, Stack
+
+T = TypeVar("T")
+
+
+def _chat(text: str, model: str = "gpt-4o") -> completion_pb2.ChatRequest:
+    request = completion_pb2.ChatRequest(model=model)
+    request.messages.add(role=completion_pb2.ROLE_USER, text=text)
+    return request
+
+
+def _embedding(text: str) -> embedding_pb2.EmbeddingRequest:
+    return embedding_pb2.EmbeddingRequest(model="text-embedding-3-small", text=text, dimensions=8)
+
+
+async def _streamed_text(client: GatewayClient, text: str) -> str:
+    pieces = []
+    async for event in client.stream_chat(_chat(text), api_key=API_KEY):
+        chunks = event.chunks.chunks if event.HasField("chunks") else [event.chunk] if event.HasField("chunk") else []
+        pieces += [c.choices[0].delta.content for c in chunks if c.choices]
+    return "".join(pieces)
+
+
+async def _on_stack(stack: Stack, coro: Coroutine[Any, Any, T]) -> T:
+    """Await `coro` on the stack's loop (where the upstream and engine live)."""
+    return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, stack.loop))
+
+
+@pytest.mark.parametrize("multiplex", [True, False])
+async def test_both_transports_give_the_same_answers_and_errors(stack: Stack, multiplex: bool) -> None:
+    async with GatewayClient(f"127.0.0.1:{stack.engine.port}", multiplex=multiplex) as client:
+        answer = await client.complete(_chat("hi"), api_key=API_KEY, request_id="req_same")
+        assert answer.response.choices[0].message.text == "Hello! You said: hi"
+        assert answer.meta.model == "gpt-4o"
+        assert await _streamed_text(client, "a b") == "Hello! You said: a b"
+        vectors = await client.embed(_embedding("x"), api_key=API_KEY)
+        assert len(vectors.response.data[0].values) == 8
+        with pytest.raises(errors.NotFoundError) as missing:
+            await client.complete(_chat("hi", model="nope"), api_key=API_KEY)
+        assert (missing.value.reason, missing.value.param) == ("MODEL_NOT_FOUND", "model")
+        with pytest.raises(errors.AuthenticationError):
+            await client.embed(_embedding("x"))
+        stream = client.stream_chat(_chat("hi", model="nope"), api_key=API_KEY)
+        with pytest.raises(errors.NotFoundError):
+            await stream.read()
+    stack.flush()
+    assert next(r.request_id for r in stack.engine.ledger.read()) == "req_same"
+
+
+async def test_concurrent_calls_on_one_stream_each_get_their_own_answer(stack: Stack) -> None:
+    async with GatewayClient(f"127.0.0.1:{stack.engine.port}") as client:
+
+        async def complete(i: int) -> str:
+            answer = await client.complete(_chat(f"c{i}"), api_key=API_KEY)
+            return answer.response.choices[0].message.text
+
+        async def embed(i: int) -> list[float]:
+            return list((await client.embed(_embedding(f"e{i}"), api_key=API_KEY)).response.data[0].values)
+
+        async with asyncio.TaskGroup() as group:
+            completes = [group.create_task(complete(i)) for i in range(40)]
+            streams = [group.create_task(_streamed_text(client, f"s{i}")) for i in range(20)]
+            embeds = [group.create_task(embed(i)) for i in range(20)]
+        assert [t.result() for t in completes] == [f"Hello! You said: c{i}" for i in range(40)]
+        assert [t.result() for t in streams] == [f"Hello! You said: s{i}" for i in range(20)]
+        vectors = [t.result() for t in embeds]
+        assert len({tuple(v) for v in vectors}) == 20
+        assert vectors[3] == await embed(3)  # the same input gets the same vector: answers were not swapped
+
+
+async def test_cancelled_stream_closes_its_upstream_request_and_spares_the_others(stack: Stack) -> None:
+    stack.call(lambda: stack.upstream.script(hang_after_chunks=2))
+    async with GatewayClient(f"127.0.0.1:{stack.engine.port}") as client:
+        stream = client.stream_chat(_chat("hang"), api_key=API_KEY, request_id="req_cut")
+        first = await stream.read()
+        assert first is not None
+        assert first.HasField("header")
+        second = await stream.read()
+        assert second is not None
+        assert second.HasField("chunks") or second.HasField("chunk")
+        answer = await client.complete(_chat("meanwhile"), api_key=API_KEY)
+        assert answer.response.choices[0].message.text == "Hello! You said: meanwhile"
+        stream.cancel()
+        await asyncio.wait_for(_on_stack(stack, stack.upstream.stream_closed.wait()), 10)
+        assert await stream.read() is None
+        answer = await client.complete(_chat("after"), api_key=API_KEY)
+        assert answer.response.choices[0].message.text == "Hello! You said: after"
+    stack.flush()
+    cut = [r for r in stack.engine.ledger.read() if r.request_id == "req_cut"]
+    assert len(cut) == 1
+    assert cut[0].cancelled
+
+
+async def _raw_exchange(
+    stack: Stack, requests: list[exchange_pb2.ExchangeRequest], events: int
+) -> list[exchange_pb2.ExchangeEvent]:
+    """Send `requests` on a raw Exchange stream and collect `events` events."""
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{stack.engine.port}") as channel:
+        call = exchange_pb2_grpc.ExchangeServiceStub(channel).Exchange()
+        for request in requests:
+            await call.write(request)
+        received: list[exchange_pb2.ExchangeEvent] = []
+        async with asyncio.timeout(10):
+            while len(received) < events:
+                response = await call.read()
+                assert response is not grpc.aio.EOF
+                received += response.events
+        await call.done_writing()
+        assert await call.read() is grpc.aio.EOF  # the stream ends once the caller is done and no call runs
+        return received
+
+
+async def test_the_engine_enforces_a_calls_deadline(stack: Stack) -> None:
+    stack.call(lambda: stack.upstream.script(delay=5))
+    headers = call_headers(API_KEY, "req_late", 0.3)
+    call = exchange_pb2.ExchangeCall(
+        call_id=7, headers=headers, complete=gateway_pb2.CompleteRequest(request=_chat("slow"))
+    )
+    [event] = await _raw_exchange(stack, [exchange_pb2.ExchangeRequest(calls=[call])], 1)
+    assert event.call_id == 7
+    assert event.status.code == grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
+    error = errors.error_from_status(event.status)
+    assert isinstance(error, errors.DeadlineExceededError)
+    assert error.openai.http_status == 504
+
+
+async def test_malformed_calls_end_with_invalid_argument(stack: Stack) -> None:
+    stack.call(lambda: stack.upstream.script(delay=0.5))
+    headers = call_headers(API_KEY, None, None)
+    slow = exchange_pb2.ExchangeCall(
+        call_id=1, headers=headers, complete=gateway_pb2.CompleteRequest(request=_chat("a"))
+    )
+    again = exchange_pb2.ExchangeCall(
+        call_id=1, headers=headers, embed=gateway_pb2.EmbedRequest(request=_embedding("b"))
+    )
+    empty = exchange_pb2.ExchangeCall(call_id=2, headers=headers)
+    events = await _raw_exchange(stack, [exchange_pb2.ExchangeRequest(calls=[slow, again, empty])], 3)
+    statuses = [(e.call_id, e.status.code) for e in events if e.HasField("status")]
+    invalid = grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert sorted(statuses) == [(1, invalid), (2, invalid)]
+    [answer] = [e for e in events if e.HasField("complete")]
+    assert answer.call_id == 1
+    assert answer.complete.response.choices[0].message.text == "Hello! You said: a"
+
+
+async def test_a_draining_engine_ends_each_stream_once_its_running_calls_end(stack: Stack) -> None:
+    stack.call(lambda: stack.upstream.script(delay=0.5))
+    slow = exchange_pb2.ExchangeCall(
+        call_id=1, headers=call_headers(API_KEY, None, None), complete=gateway_pb2.CompleteRequest(request=_chat("a"))
+    )
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{stack.engine.port}") as channel:
+        call = exchange_pb2_grpc.ExchangeServiceStub(channel).Exchange()
+        await call.write(exchange_pb2.ExchangeRequest(calls=[slow]))
+        await asyncio.wait_for(_on_stack(stack, stack.upstream.request_arrived.wait()), 10)
+        stack.call(stack.engine.exchange.drain)
+        async with asyncio.timeout(10):
+            response = await call.read()
+            assert response.events[0].complete.response.choices[0].message.text == "Hello! You said: a"
+            assert await call.read() is grpc.aio.EOF  # though this side never closed
+        assert await call.code() == grpc.StatusCode.OK
+
+
+async def test_calls_fail_while_the_engine_is_down_and_work_once_it_is_back(stack: Stack) -> None:
+    port = stack.engine.port
+    async with GatewayClient(f"127.0.0.1:{port}") as client:
+        assert (await client.complete(_chat("up"), api_key=API_KEY)).response.choices[0].message.text
+        await _on_stack(stack, stack.engine.stop(grace=5))
+        with pytest.raises(errors.UnavailableError):
+            await client.complete(_chat("down"), api_key=API_KEY)
+        with pytest.raises(errors.UnavailableError):
+            await client.stream_chat(_chat("down"), api_key=API_KEY).read()
+        settings = dataclasses.replace(stack.settings, engine_addr=f"127.0.0.1:{port}", engine_unix="")
+        stack.engine = await _on_stack(stack, start_engine(settings))
+        await client.wait_ready(10)
+        answer = await client.complete(_chat("back"), api_key=API_KEY)
+        assert answer.response.choices[0].message.text == "Hello! You said: back"
