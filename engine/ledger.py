@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from chittycan.v1 import usage_pb2
+from engine.request_log import RequestLog
 from engine.store import Store, StoreWriter
 
 _POLL_SECONDS = 0.2  # how soon a follower sees what other engine processes wrote
@@ -33,6 +34,7 @@ class UsageLedger:
         retention_seconds: int = 62 * 86400,
         max_records: int = 10_000_000,
         clock: Any = time.time,
+        request_log: RequestLog | None = None,
     ) -> None:
         self._retention_ns = retention_seconds * 1_000_000_000
         self._max_records = max_records
@@ -42,12 +44,16 @@ class UsageLedger:
         self._order = store.db("usage_order")
         self._writer = writer
         self._followers: set[asyncio.Event] = set()
+        self._request_log = request_log
 
     def record(self, record: usage_pb2.UsageRecord) -> None:
-        """Queue `record` for the ledger (followers are woken once it is committed); never blocks."""
+        """Queue `record` for the ledger (followers are woken once it is committed) and the request log; never
+        blocks. The record must not change afterwards."""
         key = struct.pack(">q", record.time.ToNanoseconds()) + record.request_id.encode()
         value = record.SerializeToString()
         self._writer.submit(lambda txn: self._put(txn, key, value), self._committed)
+        if self._request_log is not None:
+            self._request_log.log(record)
 
     def _put(self, txn: Any, key: bytes, value: bytes) -> None:
         txn.put(key, value, db=self._db)

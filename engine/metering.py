@@ -7,7 +7,7 @@ import grpc
 from google.protobuf import timestamp_pb2
 
 from chittycan.v1 import cache_pb2, completion_pb2, gateway_pb2, usage_pb2
-from engine import errors, request_log, telemetry
+from engine import errors, telemetry
 from engine.auth import Principal
 from engine.budgets import Settled
 from engine.dispatch import Attempted
@@ -68,9 +68,8 @@ class Meter:
         if self.attempted.route is not None and not record.provider:
             record.routed_model = self.attempted.route.model
             record.provider = self.attempted.route.provider
-        self._ledger.record(record)
         telemetry.annotate_span(record)
-        request_log.log_request(record)
+        self._ledger.record(record)
 
     def caller(self, principal: Principal) -> None:
         """Attribute the call; named tenants are reported back in X-ChittyCan-Tenant."""

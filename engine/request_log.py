@@ -1,17 +1,15 @@
 """The request log: one JSON line per request, written where its usage record is written, secrets masked.
 
-Lines go to the `chittycan.requests` logger; `configure()` (called by `python -m engine`) sends them to stdout as
-bare JSON, apart from the human-readable log on stderr. CHITTYCAN_REQUEST_LOG=off switches them off.
+`python -m engine` writes the lines to stdout as bare JSON (the human-readable log goes to stderr);
+CHITTYCAN_REQUEST_LOG=off switches them off. Lines are handed to a writer thread in batches and built there, so
+a request costs the event loop one list append and a slow stdout reader never stalls it.
 """
 
-import atexit
-import contextlib
-import logging
-import logging.handlers
+import asyncio
 import os
 import queue
 import re
-import sys
+import threading
 from collections.abc import Mapping
 from typing import TextIO
 
@@ -21,9 +19,8 @@ from opentelemetry import trace
 from chittycan.v1 import usage_pb2
 from engine.telemetry import CACHE_NAMES, OPERATION_NAMES
 
-LOGGER_NAME = "chittycan.requests"
 REQUEST_LOG_ENV = "CHITTYCAN_REQUEST_LOG"
-log = logging.getLogger(LOGGER_NAME)
+_BATCH_SECONDS = 0.05  # lines reach the stream at most this late
 
 # Credential shapes: bearer values, provider keys (sk-, sk-ant-, gsk_, xai-), gateway tokens and master keys.
 # The first characters are kept, to tell keys apart.
@@ -36,8 +33,9 @@ def mask_secrets(text: str) -> str:
     return _KEY.sub(r"\1\2…", _BEARER.sub(r"\1\2…", text))
 
 
-def line_from_record(record: usage_pb2.UsageRecord) -> bytes:
-    """The JSON line of one request (no prompt or completion text: the record has none)."""
+def line_from_record(record: usage_pb2.UsageRecord, trace_id: int = 0, span_id: int = 0) -> bytes:
+    """The JSON line of one request (no prompt or completion text: the record has none), with the ids of the
+    span it ran in when there was one."""
     fields: dict[str, object] = {
         "ts": record.time.ToJsonString(),
         "request_id": mask_secrets(record.request_id),
@@ -59,41 +57,57 @@ def line_from_record(record: usage_pb2.UsageRecord) -> bytes:
         "completion_tokens": record.completion_tokens,
         "cancelled": record.cancelled,
     }
-    context = trace.get_current_span().get_span_context()
-    if context.is_valid:
-        fields["trace_id"] = format(context.trace_id, "032x")
-        fields["span_id"] = format(context.span_id, "016x")
+    if trace_id:
+        fields["trace_id"] = format(trace_id, "032x")
+        fields["span_id"] = format(span_id, "016x")
     return orjson.dumps(fields)
 
 
-def log_request(record: usage_pb2.UsageRecord) -> None:
-    """Log one finished request; cheap when the logger is off."""
-    if log.isEnabledFor(logging.INFO):
-        log.info("%s", line_from_record(record).decode())
+_Entry = tuple[usage_pb2.UsageRecord, int, int]
 
 
-def _stop(listener: logging.handlers.QueueListener) -> None:
-    """Drain and stop the listener at exit; stopping twice is harmless."""
-    with contextlib.suppress(AttributeError):  # QueueListener.stop fails when already stopped
-        listener.stop()
+class RequestLog:
+    """Writes request lines to `stream` on its own thread. `log()` is called on the event loop; `close()`
+    writes what is left and stops the thread (a clean shutdown loses no line)."""
 
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._pending: list[_Entry] = []
+        self._batches: queue.SimpleQueue[list[_Entry] | None] = queue.SimpleQueue()
+        self._handover: asyncio.TimerHandle | None = None
+        self._thread = threading.Thread(target=self._write, name="request-log", daemon=True)
+        self._thread.start()
 
-def configure(
-    stream: TextIO = sys.stdout, environ: Mapping[str, str] | None = None
-) -> logging.handlers.QueueListener | None:
-    """Send request lines to `stream` as bare JSON lines, and only there (nowhere with CHITTYCAN_REQUEST_LOG=off)."""
-    env = os.environ if environ is None else environ
-    log.propagate = False
-    if env.get(REQUEST_LOG_ENV, "").strip().lower() in {"off", "false", "0", "no"}:
-        log.setLevel(logging.CRITICAL + 1)
-        return None
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    # The write happens on a listener thread: a slow stdout reader must never stall the event loop.
-    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-    log.addHandler(logging.handlers.QueueHandler(records))
-    listener = logging.handlers.QueueListener(records, handler)
-    listener.start()
-    atexit.register(_stop, listener)
-    log.setLevel(logging.INFO)
-    return listener
+    @classmethod
+    def from_env(cls, stream: TextIO, environ: Mapping[str, str] | None = None) -> "RequestLog | None":
+        """A log to `stream`, or None when CHITTYCAN_REQUEST_LOG switches it off."""
+        env = os.environ if environ is None else environ
+        if env.get(REQUEST_LOG_ENV, "").strip().lower() in {"off", "false", "0", "no"}:
+            return None
+        return cls(stream)
+
+    def log(self, record: usage_pb2.UsageRecord) -> None:
+        """Queue the line of a finished request (the record must not change afterwards)."""
+        context = trace.get_current_span().get_span_context()
+        self._pending.append((record, context.trace_id, context.span_id) if context.is_valid else (record, 0, 0))
+        if self._handover is None:
+            self._handover = asyncio.get_running_loop().call_later(_BATCH_SECONDS, self._hand_over)
+
+    def _hand_over(self) -> None:
+        self._handover = None
+        batch, self._pending = self._pending, []
+        self._batches.put(batch)
+
+    def close(self) -> None:
+        """Write every queued line, then stop the thread."""
+        if self._handover is not None:
+            self._handover.cancel()
+        self._hand_over()
+        self._batches.put(None)
+        self._thread.join()
+
+    def _write(self) -> None:
+        while (batch := self._batches.get()) is not None:
+            if batch:
+                self._stream.write("".join(line_from_record(*entry).decode() + "\n" for entry in batch))
+                self._stream.flush()

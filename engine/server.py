@@ -26,6 +26,7 @@ from engine.pricing import PriceTable, load_prices
 from engine.provider_spans import traced
 from engine.providers import build_provider
 from engine.providers.local import LocalProvider
+from engine.request_log import RequestLog
 from engine.routing import Router
 from engine.service import GatewayServicer
 from engine.store import Store, StoreWriter
@@ -65,6 +66,7 @@ class Engine:
     _store: Store
     telemetry: Telemetry
     _in_process: list[LocalProvider]
+    _request_log: RequestLog | None
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop taking calls, let running ones finish, then flush the store and close everything."""
@@ -73,6 +75,8 @@ class Engine:
         await self.server.stop(grace)
         await self._accountant.close()
         await self._writer.close()
+        if self._request_log is not None:
+            await asyncio.to_thread(self._request_log.close)
         await self._session.close()
         for provider in self._in_process:
             await asyncio.to_thread(provider.close)
@@ -80,9 +84,11 @@ class Engine:
         await self.telemetry.shutdown()
 
 
-async def start_engine(settings: Settings, *, telemetry: Telemetry | None = None) -> Engine:
+async def start_engine(
+    settings: Settings, *, telemetry: Telemetry | None = None, request_log: RequestLog | None = None
+) -> Engine:
     """Build and start an engine listening on `settings.engine_addr` (port 0 picks a free port); tracing as the
-    OTEL_* variables say unless `telemetry` is given."""
+    OTEL_* variables say unless `telemetry` is given; one line per request to `request_log` if given."""
     router = Router(settings)
     if (dev := router.dev_summary()) is not None:
         log.warning("%s (switch off with `can config dev --off`)", dev)
@@ -102,6 +108,7 @@ async def start_engine(settings: Settings, *, telemetry: Telemetry | None = None
         writer,
         retention_seconds=settings.ledger_retention_seconds,
         max_records=settings.ledger_max_records,
+        request_log=request_log,
     )
     cache = ResponseCache(store, writer, ttl_seconds=settings.cache.ttl_seconds, max_bytes=settings.cache.max_bytes)
     tenancy = settings.tenancy
@@ -167,12 +174,13 @@ async def start_engine(settings: Settings, *, telemetry: Telemetry | None = None
         store,
         telemetry,
         in_process,
+        request_log,
     )
 
 
-async def run(settings: Settings) -> None:
+async def run(settings: Settings, request_log: RequestLog | None = None) -> None:
     """Serve until SIGINT/SIGTERM, then shut down cleanly."""
-    engine = await start_engine(settings)
+    engine = await start_engine(settings, request_log=request_log)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

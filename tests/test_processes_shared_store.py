@@ -4,6 +4,7 @@ import asyncio
 from pathlib import Path
 
 import openai
+import orjson
 
 from chittycan.v1 import completion_pb2
 from clients.gateway import GatewayClient
@@ -50,6 +51,14 @@ def test_two_engines_share_the_cache_and_ledger(tmp_path: Path) -> None:
     assert {r.routed_model for r in records} >= {"gpt-4o", "text-embedding-3-small"}
     for path in [*(data_dir / "store").iterdir(), *logs]:
         assert SECRET.encode() not in path.read_bytes(), path
+    # The engines wrote one request line per ledger record to stdout, all of them by the clean shutdown.
+    lines = [
+        orjson.loads(line)
+        for path in logs
+        if path.name.startswith("engine") and path.suffix == ".out"
+        for line in path.read_bytes().splitlines()
+    ]
+    assert sorted(line["request_id"] for line in lines) == sorted(r.request_id for r in records)
 
 
 async def _watch_then_ask(watch_addr: str, ask_addr: str) -> list[str]:

@@ -1,8 +1,6 @@
 """The request log line: one JSON object per request, its fields, and masked secrets."""
 
 import io
-import logging
-from collections.abc import Iterator
 
 import orjson
 import pytest
@@ -10,6 +8,7 @@ from google.protobuf import timestamp_pb2
 
 from chittycan.v1 import usage_pb2
 from engine import request_log
+from engine.request_log import RequestLog
 
 
 @pytest.mark.parametrize(
@@ -28,18 +27,10 @@ def test_mask_secrets(text: str, expected: str) -> None:
     assert request_log.mask_secrets(text) == expected
 
 
-@pytest.fixture
-def stream() -> Iterator[io.StringIO]:
-    """Where the request log goes; the logger is restored afterwards."""
-    logger = logging.getLogger(request_log.LOGGER_NAME)
-    saved = (logger.handlers[:], logger.level, logger.propagate)
-    yield io.StringIO()
-    logger.handlers[:], logger.level, logger.propagate = saved
-
-
-def test_one_json_line_per_request(stream: io.StringIO) -> None:
-    listener = request_log.configure(stream, {})
-    assert listener is not None
+async def test_one_json_line_per_request() -> None:
+    stream = io.StringIO()
+    request_log = RequestLog.from_env(stream, {})
+    assert request_log is not None
     record = usage_pb2.UsageRecord(
         request_id="sk-live-leaked-as-request-id-0001",
         time=timestamp_pb2.Timestamp(seconds=1_767_225_600),
@@ -57,9 +48,9 @@ def test_one_json_line_per_request(stream: io.StringIO) -> None:
         prompt_tokens=10,
         completion_tokens=3,
     )
-    request_log.log_request(record)
-    request_log.log_request(usage_pb2.UsageRecord(request_id="req_2", http_status=429, error_reason="BUDGET_EXCEEDED"))
-    listener.stop()  # lines are written on the listener's thread; stopping drains them
+    request_log.log(record)
+    request_log.log(usage_pb2.UsageRecord(request_id="req_2", http_status=429, error_reason="BUDGET_EXCEEDED"))
+    request_log.close()  # lines are written in batches on the log's thread; closing writes what is queued
     first, second = (orjson.loads(line) for line in stream.getvalue().splitlines())
     assert first["request_id"] == "sk-live…"
     assert first["tenant"] == "team"
@@ -68,10 +59,14 @@ def test_one_json_line_per_request(stream: io.StringIO) -> None:
     assert first["cost_usd"] == 0.00125
     assert (first["latency_ms"], first["ttft_ms"]) == (12.345, 2.0)
     assert first["ts"] == "2026-01-01T00:00:00Z"
+    assert "trace_id" not in first
     assert (second["status"], second["reason"], second["cost_usd"]) == (429, "BUDGET_EXCEEDED", None)
 
 
-def test_request_log_can_be_switched_off(stream: io.StringIO) -> None:
-    request_log.configure(stream, {request_log.REQUEST_LOG_ENV: "off"})
-    request_log.log_request(usage_pb2.UsageRecord(request_id="req_1"))
-    assert stream.getvalue() == ""
+def test_a_line_names_the_span_it_ran_in() -> None:
+    line = orjson.loads(request_log.line_from_record(usage_pb2.UsageRecord(request_id="r"), 0xAB, 0xCD))
+    assert (line["trace_id"], line["span_id"]) == (f"{0xAB:032x}", f"{0xCD:016x}")
+
+
+def test_request_log_can_be_switched_off() -> None:
+    assert RequestLog.from_env(io.StringIO(), {request_log.REQUEST_LOG_ENV: "off"}) is None
