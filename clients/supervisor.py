@@ -3,6 +3,10 @@
 With N workers there are N engines, sharing the TCP port (SO_REUSEPORT) and the LMDB store, and N facades on the
 HTTP port. Each facade talks to its own engine over a Unix socket: gRPC over a Unix socket carries nearly twice
 the calls of TCP loopback on the same CPU, and the pairing spreads the load evenly.
+
+The processes run gRPC's classic TCP client and listener (`GRPC_EXPERIMENTS`, unless the environment sets it):
+with grpcio 1.85's default EventEngine transport, every message crosses more threads, and a message on the
+facade-engine stream cost ~40 % more CPU and wall time (micro-benchmark and `make bench` in bench/README.md).
 """
 
 import shutil
@@ -16,6 +20,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 _READY_TIMEOUT = 30.0
+GRPC_EXPERIMENTS_ENV = "GRPC_EXPERIMENTS"
+GRPC_TRANSPORT_EXPERIMENTS = "-event_engine_client,-event_engine_listener"
 
 
 def _wait_until_listening(path: Path, process: subprocess.Popen[bytes], timeout: float) -> None:
@@ -34,6 +40,7 @@ def _wait_until_listening(path: Path, process: subprocess.Popen[bytes], timeout:
 
 def serve(workers: int, env: Mapping[str, str]) -> int:
     """Start `workers` engine/facade pairs and supervise them until a signal or a process exit."""
+    env = {GRPC_EXPERIMENTS_ENV: GRPC_TRANSPORT_EXPERIMENTS, **env}
     sockets = Path(tempfile.mkdtemp(prefix="chittycan-"))
     processes: list[subprocess.Popen[bytes]] = []
     stopping = False

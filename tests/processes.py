@@ -20,6 +20,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
+from clients.supervisor import GRPC_EXPERIMENTS_ENV, GRPC_TRANSPORT_EXPERIMENTS
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
 READY_TIMEOUT = 20.0
@@ -104,8 +106,10 @@ class GatewayProcesses:
 
 def gateway_env(data_dir: Path, upstream_url: str, extra_env: dict[str, str] | None = None) -> dict[str, str]:
     """The environment the gateway processes run with: this one minus any CHITTYCAN_* settings, every provider
-    pointed at `upstream_url`, and no config file (CHITTYCAN_CONFIG names a file that does not exist)."""
+    pointed at `upstream_url`, no config file (CHITTYCAN_CONFIG names a file that does not exist), and the gRPC
+    transport `can serve` gives its processes."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("CHITTYCAN_")}
+    env.setdefault(GRPC_EXPERIMENTS_ENV, GRPC_TRANSPORT_EXPERIMENTS)
     env.update(_GATEWAY_KEYS)
     env.update(
         {
@@ -129,9 +133,11 @@ def start_gateway_processes(
     extra_env: dict[str, str] | None = None,
     upstream_url: str | None = None,
     engines: int = 1,
+    serve_workers: int | None = None,
 ) -> GatewayProcesses:
     """Start the upstream (unless `upstream_url` is given), `engines` engines sharing `data_dir`, and the facade
-    (talking to the first engine), each waited on until ready.
+    (talking to the first engine), each waited on until ready; with `serve_workers`, `can serve --workers N`
+    instead of the engines and the facade.
 
     Raises GatewayStartError (after stopping whatever did start) if a process exits or is not ready within
     READY_TIMEOUT seconds.
@@ -146,6 +152,13 @@ def start_gateway_processes(
             upstream_url = f"http://{HOST}:{_wait_for_ready_line(upstream, started)}"
         env = gateway_env(data_dir, upstream_url, extra_env)
         engine_addrs = []
+        if serve_workers is not None:
+            engines = 0
+            engine_addrs.append(f"{HOST}:{free_port()}")
+            env["CHITTYCAN_ENGINE_ADDR"] = engine_addrs[0]
+            env["CHITTYCAN_PORT"] = str(port := free_port())
+            can = str(Path(sys.executable).with_name("can"))
+            started.append(_spawn("can-serve", [can, "serve", "--workers", str(serve_workers)], data_dir, env))
         for index in range(engines):
             addr = f"{HOST}:{free_port()}"
             name = "engine" if index == 0 else f"engine{index + 1}"
@@ -153,10 +166,11 @@ def start_gateway_processes(
             started.append(engine)
             _wait_until(functools.partial(_accepts_tcp, addr), f"{name} listening on {addr}", started)
             engine_addrs.append(addr)
-        port = free_port()
-        env["CHITTYCAN_ENGINE_ADDR"] = engine_addrs[0]
-        env["CHITTYCAN_PORT"] = str(port)
-        started.append(_spawn("facade", [sys.executable, "-m", "facade"], data_dir, env))
+        if serve_workers is None:
+            port = free_port()
+            env["CHITTYCAN_ENGINE_ADDR"] = engine_addrs[0]
+            env["CHITTYCAN_PORT"] = str(port)
+            started.append(_spawn("facade", [sys.executable, "-m", "facade"], data_dir, env))
         _wait_until(lambda: _readyz_ok(port), f"facade GET /readyz on port {port}", started)
     except BaseException:
         for process in reversed(started):
