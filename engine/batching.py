@@ -17,18 +17,32 @@ class _End(Generic[T]):
 
 
 async def batches(source: AsyncGenerator[T, None], limit: int = 64) -> AsyncGenerator[list[T], None]:
-    """Lists of the items that were ready when the consumer asked; never waits to fill a batch.
+    """The first item alone, as soon as it arrives; then lists of the items that were ready when the consumer
+    asked. Never waits to fill a batch.
 
-    A task reads `source` ahead (at most a bounded queue's worth); leaving early cancels it, which closes `source`.
-    An exception from `source` is raised after the items that came before it.
+    The first item does not wait for the rest of its burst: reading a burst that arrived in one socket read never
+    suspends, so it would otherwise hold the first item back until the whole burst had been parsed.
+    After the first item a task reads `source` ahead (at most a bounded queue's worth); leaving early cancels it,
+    which closes `source`. An exception from `source` is raised after the items that came before it.
     """
+    async with aclosing(source):
+        try:
+            first = await anext(source)
+        except StopAsyncIteration:
+            return
+        yield [first]
+        async with aclosing(_read_ahead(source, limit)) as rest:
+            async for batch in rest:
+                yield batch
+
+
+async def _read_ahead(source: AsyncGenerator[T, None], limit: int) -> AsyncGenerator[list[T], None]:
     queue: asyncio.Queue[T | _End[T]] = asyncio.Queue(_QUEUE_LIMIT)
 
     async def pump() -> None:
         try:
-            async with aclosing(source) as items:
-                async for item in items:
-                    await queue.put(item)
+            async for item in source:
+                await queue.put(item)
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which raises it

@@ -22,8 +22,23 @@ async def test_ready_items_travel_together_and_late_ones_alone() -> None:
     async with aclosing(batches(source())) as grouped:
         async for batch in grouped:
             seen.append(batch)
-            release.set()
-    assert seen == [[1, 2, 3], [4]]
+            if 3 in batch:
+                release.set()
+    assert seen == [[1], [2, 3], [4]]
+
+
+async def test_the_first_item_leaves_before_the_rest_of_its_burst_is_read() -> None:
+    produced: list[int] = []
+
+    async def source() -> AsyncGenerator[int, None]:
+        for item in (1, 2, 3):  # all ready at once, as a burst in one socket read is
+            produced.append(item)
+            yield item
+
+    async with aclosing(batches(source())) as grouped:
+        assert await anext(grouped) == [1]
+        assert produced == [1]
+        assert await anext(grouped) == [2, 3]
 
 
 async def test_an_error_comes_after_the_items_before_it() -> None:
