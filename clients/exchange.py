@@ -2,7 +2,8 @@
 
 The stream opens on the first call and again after it breaks; calls that were running when it broke fail with
 the stream's error (UNAVAILABLE when the engine went away). Each call's events are buffered for its reader, so a
-slow reader never holds up the other calls.
+slow reader never holds up the other calls. Each call is serialized once, as a one-call ExchangeRequest; calls
+queued together are sent as the concatenation of those bytes, one ExchangeRequest holding them all.
 """
 
 import asyncio
@@ -11,18 +12,22 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from chittycan.v1 import exchange_pb2, exchange_pb2_grpc, gateway_pb2
+from chittycan.v1 import exchange_pb2, gateway_pb2
 from clients.errors import (
     CallCancelledError,
     DeadlineExceededError,
     GatewayCallError,
     InternalError,
+    InvalidRequestError,
     UnavailableError,
     error_from_aio,
     error_from_status,
 )
 
 _OK = grpc.StatusCode.OK.value[0]
+_METHOD = "/chittycan.v1.ExchangeService/Exchange"
+_BATCH_BYTES = 4 << 20  # calls queued together share one message up to this size
+_MESSAGE_LIMIT = 64 << 20  # the engine's grpc.max_receive_message_length
 _End = GatewayCallError | None  # how a stream ends: an error, or None for OK
 
 
@@ -117,23 +122,29 @@ class _Link:
     def __init__(self, call: grpc.aio.StreamStreamCall) -> None:  # type: ignore[type-arg]
         self._call = call
         self._handlers: dict[int, _Handler] = {}
-        self._starts: list[exchange_pb2.ExchangeCall] = []
-        self._cancels: list[int] = []
+        self._outbox: list[bytes] = []
         self._wake = asyncio.Event()
         self.broken = False
         self._writer = asyncio.create_task(self._send())
         self._reader = asyncio.create_task(self._receive())
 
     def start(self, call: exchange_pb2.ExchangeCall, handler: _Handler) -> None:
-        """Queue `call` (its call_id set) and route its events to `handler`."""
+        """Queue `call` (its call_id set) and route its events to `handler`; raises InvalidRequestError when the
+        call is too large for a message."""
+        data = exchange_pb2.ExchangeRequest(calls=[call]).SerializeToString()
+        if len(data) > _MESSAGE_LIMIT:
+            raise InvalidRequestError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"The request is larger than the gateway's {_MESSAGE_LIMIT >> 20} MiB message limit.",
+            )
         self._handlers[call.call_id] = handler
-        self._starts.append(call)
+        self._outbox.append(data)
         self._wake.set()
 
     def abandon(self, call_id: int) -> None:
         """The caller gave up on a call: if it is still running, the engine cancels it."""
         if self._handlers.pop(call_id, None) is not None and not self.broken:
-            self._cancels.append(call_id)
+            self._outbox.append(exchange_pb2.ExchangeRequest(cancelled_call_ids=[call_id]).SerializeToString())
             self._wake.set()
 
     async def close(self) -> None:
@@ -147,16 +158,24 @@ class _Link:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            if not self._starts and not self._cancels:
-                continue
-            request = exchange_pb2.ExchangeRequest(calls=self._starts, cancelled_call_ids=self._cancels)
-            self._starts, self._cancels = [], []
-            try:
-                await self._call.write(request)
-            except grpc.aio.AioRpcError:
-                return  # the reader sees the same failure and fails the calls
-            except asyncio.InvalidStateError:
-                return  # the stream has already ended (reader side)
+            while self._outbox:
+                try:
+                    await self._call.write(self._take())
+                except grpc.aio.AioRpcError:
+                    return  # the reader sees the same failure and fails the calls
+                except asyncio.InvalidStateError:
+                    return  # the stream has already ended (reader side)
+
+    def _take(self) -> bytes:
+        """Queued starts and cancels, in order, up to one message's worth (at least one)."""
+        size, count = 0, 0
+        for data in self._outbox:
+            size += len(data)
+            if count and size > _BATCH_BYTES:
+                break
+            count += 1
+        taken, self._outbox = self._outbox[:count], self._outbox[count:]
+        return b"".join(taken)
 
     async def _receive(self) -> None:
         error: GatewayCallError = UnavailableError(
@@ -185,13 +204,17 @@ class Exchange:
     """Calls over one Exchange stream on `channel`, opened when first needed and reopened after a break."""
 
     def __init__(self, channel: grpc.aio.Channel) -> None:
-        self._stub = exchange_pb2_grpc.ExchangeServiceStub(channel)
+        # The generated stub would serialize again what _Link has already serialized.
+        self._open_stream: grpc.aio.StreamStreamMultiCallable[bytes, exchange_pb2.ExchangeResponse]
+        self._open_stream = channel.stream_stream(
+            _METHOD, request_serializer=None, response_deserializer=exchange_pb2.ExchangeResponse.FromString
+        )
         self._link: _Link | None = None
         self._ids = itertools.count(1)
 
     def _open(self) -> _Link:
         if self._link is None or self._link.broken:
-            self._link = _Link(self._stub.Exchange())
+            self._link = _Link(self._open_stream())
         return self._link
 
     async def unary(self, call: exchange_pb2.ExchangeCall, deadline: float | None) -> exchange_pb2.ExchangeEvent:
@@ -213,7 +236,10 @@ class Exchange:
         link = self._open()
         call.call_id = next(self._ids)
         stream = ExchangeChatStream(link, call.call_id, deadline)
-        link.start(call, stream)
+        try:
+            link.start(call, stream)
+        except GatewayCallError as err:
+            stream.fail(err)  # raised by the first read, like any error of the call
         return stream
 
     async def close(self) -> None:

@@ -1,7 +1,10 @@
 """The ExchangeService servicer: GatewayService calls multiplexed over one stream, each ending as its RPC would.
 
 Events that are ready together leave in one stream message, which is where the saving comes from: one gRPC
-message per burst instead of one unary call per request. Per call, the order of events is kept.
+message per burst instead of one unary call per request. Per call, the order of events is kept. Each event is
+serialized once, as a one-event ExchangeResponse; serialized messages concatenate into one whose repeated
+`events` field holds them all (protobuf merges repeated fields), so a batch costs no second serialization and
+every event's size is known before it is queued.
 """
 
 import asyncio
@@ -26,8 +29,9 @@ _METHODS = {
     "stream_chat": "/chittycan.v1.GatewayService/StreamChat",
     "embed": "/chittycan.v1.GatewayService/Embed",
 }
-# Events wait for one stream message until this many bytes are queued (well under the 64 MiB message limit).
-_MESSAGE_BYTES = 4 << 20
+# Queued events share one stream message up to this size; one event may use the whole message limit.
+_BATCH_BYTES = 4 << 20
+_MESSAGE_LIMIT = 64 << 20  # grpc.max_send_message_length (engine/server.py) and the facade's receive limit
 
 
 class ExchangeServicer(exchange_pb2_grpc.ExchangeServiceServicer):
@@ -51,6 +55,17 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServiceServicer):
         await session.run(request_iterator, self._draining)
 
 
+def add_exchange_to_server(servicer: ExchangeServicer, server: grpc.aio.Server) -> None:
+    """Register `servicer` as generated code would, except that responses arrive at gRPC already serialized."""
+    handler: grpc.RpcMethodHandler[exchange_pb2.ExchangeRequest, bytes] = grpc.stream_stream_rpc_method_handler(
+        servicer.Exchange,
+        request_deserializer=exchange_pb2.ExchangeRequest.FromString,
+        response_serializer=None,  # bytes as they are: _Session serializes each event once
+    )
+    service = exchange_pb2.DESCRIPTOR.services_by_name["ExchangeService"].full_name
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, {"Exchange": handler}),))
+
+
 class _Session:
     """One Exchange stream: a task per running call, and one writer that sends whatever events are queued."""
 
@@ -58,13 +73,13 @@ class _Session:
         self,
         gateway: Gateway,
         telemetry: Telemetry,
-        write: Callable[[exchange_pb2.ExchangeResponse], Awaitable[None]],
+        write: Callable[[bytes], Awaitable[None]],
     ) -> None:
         self._gateway = gateway
         self._telemetry = telemetry
         self._write = write
         self._calls: dict[int, asyncio.Task[None]] = {}
-        self._queued: list[exchange_pb2.ExchangeEvent] = []
+        self._queued: list[bytes] = []
         self._wake = asyncio.Event()
         self._closed = False
 
@@ -104,23 +119,31 @@ class _Session:
             await self._wake.wait()
             self._wake.clear()
             while self._queued:
-                await self._write(exchange_pb2.ExchangeResponse(events=self._take()))
+                await self._write(self._take())
             if self._closed:
                 return
 
-    def _take(self) -> list[exchange_pb2.ExchangeEvent]:
-        """The queued events up to one message's worth (at least one event)."""
+    def _take(self) -> bytes:
+        """The queued events up to one message's worth (at least one event), as one ExchangeResponse."""
         size, count = 0, 0
         for event in self._queued:
-            size += event.ByteSize()
-            if count and size > _MESSAGE_BYTES:
+            size += len(event)
+            if count and size > _BATCH_BYTES:
                 break
             count += 1
         taken, self._queued = self._queued[:count], self._queued[count:]
-        return taken
+        return b"".join(taken)
 
     def _emit(self, event: exchange_pb2.ExchangeEvent) -> None:
-        self._queued.append(event)
+        """Queue `event`; raises GatewayError (for its call) when it is too large for a stream message."""
+        data = exchange_pb2.ExchangeResponse(events=[event]).SerializeToString()
+        if len(data) > _MESSAGE_LIMIT:
+            raise GatewayError(
+                grpc.StatusCode.INTERNAL,
+                errors.INTERNAL,
+                f"The answer is larger than the gateway's {_MESSAGE_LIMIT >> 20} MiB message limit.",
+            )
+        self._queued.append(data)
         self._wake.set()
 
     async def _run(self, call: exchange_pb2.ExchangeCall) -> None:

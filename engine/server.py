@@ -9,7 +9,7 @@ import aiohttp
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from chittycan.v1 import admin_pb2_grpc, exchange_pb2_grpc, gateway_pb2_grpc, observability_pb2_grpc
+from chittycan.v1 import admin_pb2_grpc, gateway_pb2_grpc, observability_pb2_grpc
 from engine.accounting import Accountant
 from engine.admin import AdminServicer, master_key
 from engine.auth import Authenticator
@@ -17,7 +17,7 @@ from engine.budgets import Budgets
 from engine.cache import CachePolicy, ResponseCache
 from engine.config import Settings
 from engine.dispatch import Dispatcher
-from engine.exchange import ExchangeServicer
+from engine.exchange import ExchangeServicer, add_exchange_to_server
 from engine.gateway import Gateway
 from engine.ledger import UsageLedger
 from engine.metering import InFlight
@@ -144,7 +144,7 @@ async def start_engine(
     server = grpc.aio.server(options=GRPC_OPTIONS, interceptors=interceptors)
     gateway_pb2_grpc.add_GatewayServiceServicer_to_server(GatewayServicer(gateway), server)
     exchange = ExchangeServicer(gateway, telemetry)
-    exchange_pb2_grpc.add_ExchangeServiceServicer_to_server(exchange, server)
+    add_exchange_to_server(exchange, server)
     admin = AdminServicer(tokens, budgets, master_key(tenancy.master_key, settings.data_dir))
     admin_pb2_grpc.add_AdminServiceServicer_to_server(admin, server)
     metrics = LedgerMetrics(ledger, in_flight=lambda: in_flight.count)

@@ -189,3 +189,14 @@ async def test_calls_fail_while_the_engine_is_down_and_work_once_it_is_back(stac
         await client.wait_ready(10)
         answer = await client.complete(_chat("back"), api_key=API_KEY)
         assert answer.response.choices[0].message.text == "Hello! You said: back"
+
+
+async def test_a_call_too_large_for_a_message_fails_alone(stack: Stack) -> None:
+    huge = _chat("x" * (65 << 20))
+    async with GatewayClient(f"127.0.0.1:{stack.engine.port}") as client:
+        with pytest.raises(errors.InvalidRequestError, match="64 MiB"):
+            await client.complete(huge, api_key=API_KEY)
+        with pytest.raises(errors.InvalidRequestError, match="64 MiB"):
+            await client.stream_chat(huge, api_key=API_KEY).read()
+        answer = await client.complete(_chat("small"), api_key=API_KEY)
+        assert answer.response.choices[0].message.text == "Hello! You said: small"
