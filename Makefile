@@ -50,8 +50,8 @@ test: install local node
 	$(BIN)/python -m pytest -q
 
 lint: install
-	$(BIN)/ruff check engine facade clients tests
-	$(BIN)/ruff format --check engine facade clients tests
+	$(BIN)/ruff check engine facade clients tests proto
+	$(BIN)/ruff format --check engine facade clients tests proto
 	$(BIN)/mypy engine facade clients
 
 check: proto lint test

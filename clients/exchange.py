@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 
+from chittycan.exchange_batches import MESSAGE_LIMIT, take_batch
 from chittycan.v1 import exchange_pb2, gateway_pb2
 from clients.errors import (
     CallCancelledError,
@@ -26,8 +27,6 @@ from clients.errors import (
 
 _OK = grpc.StatusCode.OK.value[0]
 _METHOD = "/chittycan.v1.ExchangeService/Exchange"
-_BATCH_BYTES = 4 << 20  # calls queued together share one message up to this size
-_MESSAGE_LIMIT = 64 << 20  # the engine's grpc.max_receive_message_length
 _End = GatewayCallError | None  # how a stream ends: an error, or None for OK
 
 
@@ -132,10 +131,10 @@ class _Link:
         """Queue `call` (its call_id set) and route its events to `handler`; raises InvalidRequestError when the
         call is too large for a message."""
         data = exchange_pb2.ExchangeRequest(calls=[call]).SerializeToString()
-        if len(data) > _MESSAGE_LIMIT:
+        if len(data) > MESSAGE_LIMIT:
             raise InvalidRequestError(
                 grpc.StatusCode.INVALID_ARGUMENT,
-                f"The request is larger than the gateway's {_MESSAGE_LIMIT >> 20} MiB message limit.",
+                f"The request is larger than the gateway's {MESSAGE_LIMIT >> 20} MiB message limit.",
             )
         self._handlers[call.call_id] = handler
         self._outbox.append(data)
@@ -159,23 +158,13 @@ class _Link:
             await self._wake.wait()
             self._wake.clear()
             while self._outbox:
+                message, self._outbox = take_batch(self._outbox)
                 try:
-                    await self._call.write(self._take())
+                    await self._call.write(message)
                 except grpc.aio.AioRpcError:
                     return  # the reader sees the same failure and fails the calls
                 except asyncio.InvalidStateError:
                     return  # the stream has already ended (reader side)
-
-    def _take(self) -> bytes:
-        """Queued starts and cancels, in order, up to one message's worth (at least one)."""
-        size, count = 0, 0
-        for data in self._outbox:
-            size += len(data)
-            if count and size > _BATCH_BYTES:
-                break
-            count += 1
-        taken, self._outbox = self._outbox[:count], self._outbox[count:]
-        return b"".join(taken)
 
     async def _receive(self) -> None:
         error: GatewayCallError = UnavailableError(

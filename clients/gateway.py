@@ -10,14 +10,15 @@ from collections.abc import AsyncIterator, Sequence
 import grpc
 from opentelemetry import propagate
 
+from chittycan.exchange_batches import MESSAGE_LIMIT
 from chittycan.v1 import completion_pb2, embedding_pb2, exchange_pb2, gateway_pb2, gateway_pb2_grpc
 from clients.errors import error_from_aio
 from clients.exchange import Exchange, ExchangeChatStream
 
 # Keepalive and message sizes must match what the engine accepts (engine/server.py).
 CHANNEL_OPTIONS = [
-    ("grpc.max_receive_message_length", 64 << 20),
-    ("grpc.max_send_message_length", 64 << 20),
+    ("grpc.max_receive_message_length", MESSAGE_LIMIT),
+    ("grpc.max_send_message_length", MESSAGE_LIMIT),
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_pings_without_data", 0),

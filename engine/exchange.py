@@ -16,6 +16,7 @@ from contextlib import contextmanager
 import grpc
 from google.rpc import status_pb2
 
+from chittycan.exchange_batches import MESSAGE_LIMIT, take_batch
 from chittycan.v1 import exchange_pb2, exchange_pb2_grpc
 from engine import errors
 from engine.errors import GatewayError
@@ -29,9 +30,6 @@ _METHODS = {
     "stream_chat": "/chittycan.v1.GatewayService/StreamChat",
     "embed": "/chittycan.v1.GatewayService/Embed",
 }
-# Queued events share one stream message up to this size; one event may use the whole message limit.
-_BATCH_BYTES = 4 << 20
-_MESSAGE_LIMIT = 64 << 20  # grpc.max_send_message_length (engine/server.py) and the facade's receive limit
 
 
 class ExchangeServicer(exchange_pb2_grpc.ExchangeServiceServicer):
@@ -119,29 +117,19 @@ class _Session:
             await self._wake.wait()
             self._wake.clear()
             while self._queued:
-                await self._write(self._take())
+                message, self._queued = take_batch(self._queued)
+                await self._write(message)
             if self._closed:
                 return
-
-    def _take(self) -> bytes:
-        """The queued events up to one message's worth (at least one event), as one ExchangeResponse."""
-        size, count = 0, 0
-        for event in self._queued:
-            size += len(event)
-            if count and size > _BATCH_BYTES:
-                break
-            count += 1
-        taken, self._queued = self._queued[:count], self._queued[count:]
-        return b"".join(taken)
 
     def _emit(self, event: exchange_pb2.ExchangeEvent) -> None:
         """Queue `event`; raises GatewayError (for its call) when it is too large for a stream message."""
         data = exchange_pb2.ExchangeResponse(events=[event]).SerializeToString()
-        if len(data) > _MESSAGE_LIMIT:
+        if len(data) > MESSAGE_LIMIT:
             raise GatewayError(
                 grpc.StatusCode.INTERNAL,
                 errors.INTERNAL,
-                f"The answer is larger than the gateway's {_MESSAGE_LIMIT >> 20} MiB message limit.",
+                f"The answer is larger than the gateway's {MESSAGE_LIMIT >> 20} MiB message limit.",
             )
         self._queued.append(data)
         self._wake.set()

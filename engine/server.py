@@ -9,6 +9,7 @@ import aiohttp
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from chittycan.exchange_batches import MESSAGE_LIMIT
 from chittycan.v1 import admin_pb2_grpc, gateway_pb2_grpc, observability_pb2_grpc
 from engine.accounting import Accountant
 from engine.admin import AdminServicer, master_key
@@ -38,8 +39,8 @@ log = logging.getLogger(__name__)
 
 # Keepalives keep the facade's long-lived channel healthy; large messages allow big embedding batches.
 GRPC_OPTIONS = [
-    ("grpc.max_receive_message_length", 64 << 20),
-    ("grpc.max_send_message_length", 64 << 20),
+    ("grpc.max_receive_message_length", MESSAGE_LIMIT),
+    ("grpc.max_send_message_length", MESSAGE_LIMIT),
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_pings_without_data", 0),
