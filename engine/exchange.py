@@ -25,6 +25,7 @@ from engine.service import internal_error
 from engine.telemetry import Telemetry, set_rpc_code
 
 _OK = status_pb2.Status(code=grpc.StatusCode.OK.value[0])
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
 _METHODS = {
     "complete": "/chittycan.v1.GatewayService/Complete",
     "stream_chat": "/chittycan.v1.GatewayService/StreamChat",
@@ -140,7 +141,7 @@ class _Session:
             kind = call.WhichOneof("call")
             with self._span(kind, call) as record_code:
                 status = await self._outcome(call, kind)
-                record_code(grpc.StatusCode.OK if status is None else _code(status))
+                record_code(grpc.StatusCode.OK if status is None else _CODES.get(status.code, grpc.StatusCode.UNKNOWN))
             if status is not None:
                 self._emit(exchange_pb2.ExchangeEvent(call_id=call.call_id, status=status))
         finally:
@@ -204,8 +205,4 @@ class _Session:
 
 
 def _ignore_code(code: grpc.StatusCode) -> None:
-    """Where no span records the code."""
-
-
-def _code(status: status_pb2.Status) -> grpc.StatusCode:
-    return next((code for code in grpc.StatusCode if code.value[0] == status.code), grpc.StatusCode.UNKNOWN)
+    """The code recorder when there is no span."""

@@ -106,10 +106,8 @@ class GatewayProcesses:
 
 def gateway_env(data_dir: Path, upstream_url: str, extra_env: dict[str, str] | None = None) -> dict[str, str]:
     """The environment the gateway processes run with: this one minus any CHITTYCAN_* settings, every provider
-    pointed at `upstream_url`, no config file (CHITTYCAN_CONFIG names a file that does not exist), and the gRPC
-    transport `can serve` gives its processes."""
+    pointed at `upstream_url`, and no config file (CHITTYCAN_CONFIG names a file that does not exist)."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("CHITTYCAN_")}
-    env.setdefault(GRPC_EXPERIMENTS_ENV, GRPC_TRANSPORT_EXPERIMENTS)
     env.update(_GATEWAY_KEYS)
     env.update(
         {
@@ -151,26 +149,10 @@ def start_gateway_processes(
             started.append(upstream)
             upstream_url = f"http://{HOST}:{_wait_for_ready_line(upstream, started)}"
         env = gateway_env(data_dir, upstream_url, extra_env)
-        engine_addrs = []
-        if serve_workers is not None:
-            engines = 0
-            engine_addrs.append(f"{HOST}:{free_port()}")
-            env["CHITTYCAN_ENGINE_ADDR"] = engine_addrs[0]
-            env["CHITTYCAN_PORT"] = str(port := free_port())
-            can = str(Path(sys.executable).with_name("can"))
-            started.append(_spawn("can-serve", [can, "serve", "--workers", str(serve_workers)], data_dir, env))
-        for index in range(engines):
-            addr = f"{HOST}:{free_port()}"
-            name = "engine" if index == 0 else f"engine{index + 1}"
-            engine = _spawn(name, [sys.executable, "-m", "engine"], data_dir, {**env, "CHITTYCAN_ENGINE_ADDR": addr})
-            started.append(engine)
-            _wait_until(functools.partial(_accepts_tcp, addr), f"{name} listening on {addr}", started)
-            engine_addrs.append(addr)
         if serve_workers is None:
-            port = free_port()
-            env["CHITTYCAN_ENGINE_ADDR"] = engine_addrs[0]
-            env["CHITTYCAN_PORT"] = str(port)
-            started.append(_spawn("facade", [sys.executable, "-m", "facade"], data_dir, env))
+            engine_addrs, port = _start_engines_and_facade(env, engines, data_dir, started)
+        else:
+            engine_addrs, port = _start_can_serve(env, serve_workers, data_dir, started)
         _wait_until(lambda: _readyz_ok(port), f"facade GET /readyz on port {port}", started)
     except BaseException:
         for process in reversed(started):
@@ -185,6 +167,37 @@ def start_gateway_processes(
         engine_addrs=engine_addrs,
         _processes=started,
     )
+
+
+def _start_engines_and_facade(
+    env: dict[str, str], engines: int, data_dir: Path, started: list[_Process]
+) -> tuple[list[str], int]:
+    """`engines` engines and a facade talking to the first, with the gRPC transport `can serve` would give them
+    (`env`, which CLIs use too, stays without it). Returns the engine addresses and the facade's port."""
+    served = {GRPC_EXPERIMENTS_ENV: GRPC_TRANSPORT_EXPERIMENTS, **env}
+    engine_addrs = []
+    for index in range(engines):
+        addr = f"{HOST}:{free_port()}"
+        name = "engine" if index == 0 else f"engine{index + 1}"
+        engine = _spawn(name, [sys.executable, "-m", "engine"], data_dir, {**served, "CHITTYCAN_ENGINE_ADDR": addr})
+        started.append(engine)
+        _wait_until(functools.partial(_accepts_tcp, addr), f"{name} listening on {addr}", started)
+        engine_addrs.append(addr)
+    port = free_port()
+    env.update({"CHITTYCAN_ENGINE_ADDR": engine_addrs[0], "CHITTYCAN_PORT": str(port)})
+    started.append(_spawn("facade", [sys.executable, "-m", "facade"], data_dir, {**served, **env}))
+    return engine_addrs, port
+
+
+def _start_can_serve(
+    env: dict[str, str], workers: int, data_dir: Path, started: list[_Process]
+) -> tuple[list[str], int]:
+    """`can serve --workers N`, which gives its processes their gRPC transport itself."""
+    engine_addr, port = f"{HOST}:{free_port()}", free_port()
+    env.update({"CHITTYCAN_ENGINE_ADDR": engine_addr, "CHITTYCAN_PORT": str(port)})
+    can = str(Path(sys.executable).with_name("can"))
+    started.append(_spawn("can-serve", [can, "serve", "--workers", str(workers)], data_dir, env))
+    return [engine_addr], port
 
 
 def _spawn(name: str, argv: list[str], data_dir: Path, env: dict[str, str] | None) -> _Process:
