@@ -191,7 +191,7 @@ def test_watch_redraws_as_usage_arrives(tmp_path: Path) -> None:
     with start_gateway_processes(tmp_path / "gateway") as gateway:
         watcher = subprocess.Popen(
             [CAN, "registry", "metrics", "show", "--watch", "--json"],
-            env=gateway.env,
+            env={**gateway.env, "PYTHONFAULTHANDLER": "1"},  # SIGABRT dumps every thread's stack, for the report
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -206,5 +206,9 @@ def test_watch_redraws_as_usage_arrives(tmp_path: Path) -> None:
             assert [m["model"] for m in figures["models"]] == ["gpt-4o-mini"]
         finally:
             watcher.send_signal(signal.SIGINT)
-            _, stderr = watcher.communicate(timeout=30)
+            try:
+                _, stderr = watcher.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                watcher.send_signal(signal.SIGABRT)
+                pytest.fail(f"the watcher ignored Ctrl-C; its threads:\n{watcher.communicate()[1][-6000:]}")
         assert watcher.returncode == 0, stderr
