@@ -1,5 +1,6 @@
 """Shared fixtures: a running gateway stack in front of the scripted upstream, and SDK clients for it."""
 
+import signal
 import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -9,6 +10,13 @@ import openai
 import pytest
 
 from tests.stack import API_KEY, Stack, StackThread
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Tests press Ctrl-C (SIGINT) on CLI subprocesses. A shell that runs `make test` as a background job starts it
+    with SIGINT ignored, and children inherit an ignored signal, so they would never see it: undo that here."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture
