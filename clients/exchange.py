@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from chittycan.exchange_batches import MESSAGE_LIMIT, take_batch
+from chittycan.exchange_batches import CREDIT_EVENTS, MESSAGE_LIMIT, take_batch
 from chittycan.v1 import exchange_pb2, gateway_pb2
 from clients.errors import (
     CallCancelledError,
@@ -63,7 +63,9 @@ class ExchangeChatStream:
     def __init__(self, link: "_Link", call_id: int, deadline: float | None) -> None:
         self._link = link
         self._call_id = call_id
+        # At most STREAM_WINDOW_EVENTS plus the end: the engine waits for credit (`read` gives it).
         self._events: asyncio.Queue[gateway_pb2.StreamChatResponse | _End] = asyncio.Queue()
+        self._taken = 0
         self._ended = False
         self._deadline = None if deadline is None else asyncio.get_running_loop().time() + deadline
 
@@ -100,6 +102,10 @@ class ExchangeChatStream:
             self.cancel()
             raise DeadlineExceededError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded") from None
         if isinstance(event, gateway_pb2.StreamChatResponse):
+            self._taken += 1
+            if self._taken == CREDIT_EVENTS:
+                self._link.credit(self._call_id, self._taken)
+                self._taken = 0
             return event
         self._ended = True
         if event is not None:
@@ -144,6 +150,13 @@ class _Link:
         """The caller gave up on a call: if it is still running, the engine cancels it."""
         if self._handlers.pop(call_id, None) is not None and not self.broken:
             self._outbox.append(exchange_pb2.ExchangeRequest(cancelled_call_ids=[call_id]).SerializeToString())
+            self._wake.set()
+
+    def credit(self, call_id: int, events: int) -> None:
+        """The reader of a running StreamChat call took `events` more events."""
+        if call_id in self._handlers and not self.broken:
+            credit = exchange_pb2.CallCredit(call_id=call_id, events=events)
+            self._outbox.append(exchange_pb2.ExchangeRequest(credits=[credit]).SerializeToString())
             self._wake.set()
 
     async def close(self) -> None:

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 import grpc
 from google.rpc import status_pb2
 
-from chittycan.exchange_batches import MESSAGE_LIMIT, take_batch
+from chittycan.exchange_batches import MESSAGE_LIMIT, STREAM_WINDOW_EVENTS, take_batch
 from chittycan.v1 import exchange_pb2, exchange_pb2_grpc
 from engine import errors
 from engine.errors import GatewayError
@@ -65,6 +65,26 @@ def add_exchange_to_server(servicer: ExchangeServicer, server: grpc.aio.Server) 
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, {"Exchange": handler}),))
 
 
+class _Window:
+    """How many more events a StreamChat call may send before its reader credits more (CallCredit)."""
+
+    def __init__(self) -> None:
+        self._left = STREAM_WINDOW_EVENTS
+        self._credited = asyncio.Event()
+
+    async def take(self) -> None:
+        """Use one event of the window, waiting for credit when it is used up."""
+        while self._left <= 0:
+            self._credited.clear()
+            await self._credited.wait()
+        self._left -= 1
+
+    def give(self, events: int) -> None:
+        """The reader took `events` more events."""
+        self._left += events
+        self._credited.set()
+
+
 class _Session:
     """One Exchange stream: a task per running call, and one writer that sends whatever events are queued."""
 
@@ -78,6 +98,7 @@ class _Session:
         self._telemetry = telemetry
         self._write = write
         self._calls: dict[int, asyncio.Task[None]] = {}
+        self._windows: dict[int, _Window] = {}
         self._queued: list[bytes] = []
         self._wake = asyncio.Event()
         self._closed = False
@@ -112,6 +133,9 @@ class _Session:
             for call_id in request.cancelled_call_ids:
                 if (task := self._calls.get(call_id)) is not None:
                     task.cancel()
+            for credit in request.credits:
+                if (window := self._windows.get(credit.call_id)) is not None:
+                    window.give(credit.events)
 
     async def _send(self) -> None:
         while True:
@@ -185,8 +209,13 @@ class _Session:
             self._emit(exchange_pb2.ExchangeEvent(call_id=call_id, embed=embedded))
             return None
         if kind == "stream_chat":
-            async for event in self._gateway.stream_chat(ctx, call.stream_chat):
-                self._emit(exchange_pb2.ExchangeEvent(call_id=call_id, stream_chat=event))
+            window = self._windows[call_id] = _Window()
+            try:
+                async for event in self._gateway.stream_chat(ctx, call.stream_chat):
+                    await window.take()
+                    self._emit(exchange_pb2.ExchangeEvent(call_id=call_id, stream_chat=event))
+            finally:
+                del self._windows[call_id]
             return _OK
         raise errors.invalid_request("The exchange call names no GatewayService call.")
 

@@ -68,6 +68,7 @@ class _Script:
     delay: float
     hang_after_chunks: int | None
     fail_after_chunks: int | None
+    chunk_delay: float
 
 
 class ScriptedUpstream:
@@ -104,6 +105,7 @@ class ScriptedUpstream:
         delay: float = 0.0,
         hang_after_chunks: int | None = None,
         fail_after_chunks: int | None = None,
+        chunk_delay: float = 0.0,
     ) -> None:
         """Queue a behaviour for the next `times` requests whose JSON `model` matches (None matches any).
 
@@ -112,10 +114,21 @@ class ScriptedUpstream:
         to whatever is sent. `delay` sleeps before the headers. `hang_after_chunks` sends that many chunks
         (SSE frames; a JSON body is one chunk) and then waits until the client disconnects.
         `fail_after_chunks` sends that many and then closes the connection without the terminating chunk.
+        `chunk_delay` sleeps between chunks, as a model generating tokens does.
         Scripts are used first-queued, first-used.
         """
         self._scripts.append(
-            _Script(model, status, body, dict(headers or {}), times, delay, hang_after_chunks, fail_after_chunks)
+            _Script(
+                model,
+                status,
+                body,
+                dict(headers or {}),
+                times,
+                delay,
+                hang_after_chunks,
+                fail_after_chunks,
+                chunk_delay,
+            )
         )
 
     def reset(self) -> None:
@@ -170,7 +183,10 @@ class ScriptedUpstream:
             resp.content_length = sum(len(chunk) for chunk in reply.chunks)
         await resp.prepare(request)
         try:
-            for chunk in reply.chunks[:cut]:
+            pause = script.chunk_delay if script else 0.0
+            for index, chunk in enumerate(reply.chunks[:cut]):
+                if pause and index:
+                    await asyncio.sleep(pause)
                 await resp.write(chunk)
             if cut is None:
                 await resp.write_eof()

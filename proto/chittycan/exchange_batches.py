@@ -6,6 +6,10 @@ one-event ExchangeResponses) joined together parse as one message holding them a
 
 MESSAGE_LIMIT = 64 << 20  # grpc.max_send/receive_message_length on both sides of the facade-engine hop
 BATCH_BYTES = 4 << 20  # items queued together share one message up to this size
+# Flow control of StreamChat calls (exchange.proto, CallCredit): the engine sends this many events of a call
+# beyond those credited; the caller credits what its reader has taken every CREDIT_EVENTS events.
+STREAM_WINDOW_EVENTS = 256
+CREDIT_EVENTS = 64
 
 
 def take_batch(queued: list[bytes]) -> tuple[bytes, list[bytes]]:

@@ -7,8 +7,10 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 import grpc
+import orjson
 import pytest
 
+from chittycan.exchange_batches import STREAM_WINDOW_EVENTS
 from chittycan.v1 import completion_pb2, embedding_pb2, exchange_pb2, exchange_pb2_grpc, gateway_pb2
 from clients import errors
 from clients.gateway import GatewayClient, call_headers
@@ -200,3 +202,67 @@ async def test_a_call_too_large_for_a_message_fails_alone(stack: Stack) -> None:
             await client.stream_chat(huge, api_key=API_KEY).read()
         answer = await client.complete(_chat("small"), api_key=API_KEY)
         assert answer.response.choices[0].message.text == "Hello! You said: small"
+
+
+def _sse_body(chunks: int) -> bytes:
+    frame = {
+        "id": "chatcmpl-1",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "gpt-4o",
+        "choices": [{"index": 0, "delta": {"content": "x"}, "finish_reason": None}],
+    }
+    return b"".join(b"data: " + orjson.dumps(frame) + b"\n\n" for _ in range(chunks)) + b"data: [DONE]\n\n"
+
+
+async def test_a_stream_sends_no_more_than_its_window_until_the_reader_credits_more(stack: Stack) -> None:
+    chunks = STREAM_WINDOW_EVENTS + 40
+    # Spaced chunks arrive one by one, so each is one event: more events than the window holds.
+    stack.call(lambda: stack.upstream.script(body=_sse_body(chunks), chunk_delay=0.001))
+    start = exchange_pb2.ExchangeCall(
+        call_id=1,
+        headers=call_headers(API_KEY, None, None),
+        stream_chat=gateway_pb2.StreamChatRequest(request=_chat("long")),
+    )
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{stack.engine.port}") as channel:
+        call = exchange_pb2_grpc.ExchangeServiceStub(channel).Exchange()
+        await call.write(exchange_pb2.ExchangeRequest(calls=[start]))
+        arrived: asyncio.Queue[exchange_pb2.ExchangeEvent] = asyncio.Queue()
+
+        async def receive() -> None:
+            async for response in call:
+                for event in response.events:
+                    arrived.put_nowait(event)
+
+        async with asyncio.TaskGroup() as group:
+            receiver = group.create_task(receive())
+            async with asyncio.timeout(10):
+                events = [await arrived.get() for _ in range(STREAM_WINDOW_EVENTS)]
+            assert all(e.HasField("stream_chat") for e in events)
+            # The last 40 chunks leave the upstream within ~40 ms; an unbounded sender would pass them on.
+            await asyncio.sleep(0.5)
+            assert arrived.empty(), "the engine sent beyond the window without credit"
+            credit = exchange_pb2.CallCredit(call_id=1, events=STREAM_WINDOW_EVENTS)
+            await call.write(exchange_pb2.ExchangeRequest(credits=[credit]))
+            async with asyncio.timeout(10):
+                while not (event := await arrived.get()).HasField("status"):
+                    events.append(event)
+            assert event.status.code == grpc.StatusCode.OK.value[0]
+            await call.done_writing()
+            await receiver
+    text = "".join(
+        c.choices[0].delta.content
+        for e in events
+        for c in (e.stream_chat.chunks.chunks if e.stream_chat.HasField("chunks") else [e.stream_chat.chunk])
+        if e.stream_chat.HasField("chunks") or e.stream_chat.HasField("chunk")
+        if c.choices
+    )
+    assert text == "x" * chunks
+
+
+async def test_the_client_credits_what_its_reader_takes(stack: Stack) -> None:
+    chunks = 2 * STREAM_WINDOW_EVENTS + 10
+    stack.call(lambda: stack.upstream.script(body=_sse_body(chunks), chunk_delay=0.0005))
+    async with GatewayClient(f"127.0.0.1:{stack.engine.port}") as client:
+        async with asyncio.timeout(20):  # without credits the stream would stop after the first window
+            assert await _streamed_text(client, "long") == "x" * chunks

@@ -27,7 +27,7 @@ from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 from chittycan.v1 import gateway_pb2 as chittycan_dot_v1_dot_gateway__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x63hittycan/v1/exchange.proto\x12\x0c\x63hittycan.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x17google/rpc/status.proto\x1a\x1a\x63hittycan/v1/gateway.proto\"\xdd\x01\n\x0b\x43\x61llHeaders\x12\x15\n\rauthorization\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x42\n\rtrace_context\x18\x03 \x03(\x0b\x32+.chittycan.v1.CallHeaders.TraceContextEntry\x12*\n\x07timeout\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x1a\x33\n\x11TraceContextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xeb\x01\n\x0c\x45xchangeCall\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\x04\x12*\n\x07headers\x18\x02 \x01(\x0b\x32\x19.chittycan.v1.CallHeaders\x12\x31\n\x08\x63omplete\x18\x03 \x01(\x0b\x32\x1d.chittycan.v1.CompleteRequestH\x00\x12\x36\n\x0bstream_chat\x18\x04 \x01(\x0b\x32\x1f.chittycan.v1.StreamChatRequestH\x00\x12+\n\x05\x65mbed\x18\x05 \x01(\x0b\x32\x1a.chittycan.v1.EmbedRequestH\x00\x42\x06\n\x04\x63\x61ll\"X\n\x0f\x45xchangeRequest\x12)\n\x05\x63\x61lls\x18\x01 \x03(\x0b\x32\x1a.chittycan.v1.ExchangeCall\x12\x1a\n\x12\x63\x61ncelled_call_ids\x18\x02 \x03(\x04\"\xea\x01\n\rExchangeEvent\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\x04\x12\x32\n\x08\x63omplete\x18\x02 \x01(\x0b\x32\x1e.chittycan.v1.CompleteResponseH\x00\x12\x37\n\x0bstream_chat\x18\x03 \x01(\x0b\x32 .chittycan.v1.StreamChatResponseH\x00\x12,\n\x05\x65mbed\x18\x04 \x01(\x0b\x32\x1b.chittycan.v1.EmbedResponseH\x00\x12$\n\x06status\x18\x05 \x01(\x0b\x32\x12.google.rpc.StatusH\x00\x42\x07\n\x05\x65vent\"?\n\x10\x45xchangeResponse\x12+\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1b.chittycan.v1.ExchangeEvent2`\n\x0f\x45xchangeService\x12M\n\x08\x45xchange\x12\x1d.chittycan.v1.ExchangeRequest\x1a\x1e.chittycan.v1.ExchangeResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x63hittycan/v1/exchange.proto\x12\x0c\x63hittycan.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x17google/rpc/status.proto\x1a\x1a\x63hittycan/v1/gateway.proto\"\xdd\x01\n\x0b\x43\x61llHeaders\x12\x15\n\rauthorization\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x42\n\rtrace_context\x18\x03 \x03(\x0b\x32+.chittycan.v1.CallHeaders.TraceContextEntry\x12*\n\x07timeout\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x1a\x33\n\x11TraceContextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xeb\x01\n\x0c\x45xchangeCall\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\x04\x12*\n\x07headers\x18\x02 \x01(\x0b\x32\x19.chittycan.v1.CallHeaders\x12\x31\n\x08\x63omplete\x18\x03 \x01(\x0b\x32\x1d.chittycan.v1.CompleteRequestH\x00\x12\x36\n\x0bstream_chat\x18\x04 \x01(\x0b\x32\x1f.chittycan.v1.StreamChatRequestH\x00\x12+\n\x05\x65mbed\x18\x05 \x01(\x0b\x32\x1a.chittycan.v1.EmbedRequestH\x00\x42\x06\n\x04\x63\x61ll\"-\n\nCallCredit\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\x04\x12\x0e\n\x06\x65vents\x18\x02 \x01(\r\"\x83\x01\n\x0f\x45xchangeRequest\x12)\n\x05\x63\x61lls\x18\x01 \x03(\x0b\x32\x1a.chittycan.v1.ExchangeCall\x12\x1a\n\x12\x63\x61ncelled_call_ids\x18\x02 \x03(\x04\x12)\n\x07\x63redits\x18\x03 \x03(\x0b\x32\x18.chittycan.v1.CallCredit\"\xea\x01\n\rExchangeEvent\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\x04\x12\x32\n\x08\x63omplete\x18\x02 \x01(\x0b\x32\x1e.chittycan.v1.CompleteResponseH\x00\x12\x37\n\x0bstream_chat\x18\x03 \x01(\x0b\x32 .chittycan.v1.StreamChatResponseH\x00\x12,\n\x05\x65mbed\x18\x04 \x01(\x0b\x32\x1b.chittycan.v1.EmbedResponseH\x00\x12$\n\x06status\x18\x05 \x01(\x0b\x32\x12.google.rpc.StatusH\x00\x42\x07\n\x05\x65vent\"?\n\x10\x45xchangeResponse\x12+\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1b.chittycan.v1.ExchangeEvent2`\n\x0f\x45xchangeService\x12M\n\x08\x45xchange\x12\x1d.chittycan.v1.ExchangeRequest\x1a\x1e.chittycan.v1.ExchangeResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,12 +42,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CALLHEADERS_TRACECONTEXTENTRY']._serialized_end=352
   _globals['_EXCHANGECALL']._serialized_start=355
   _globals['_EXCHANGECALL']._serialized_end=590
-  _globals['_EXCHANGEREQUEST']._serialized_start=592
-  _globals['_EXCHANGEREQUEST']._serialized_end=680
-  _globals['_EXCHANGEEVENT']._serialized_start=683
-  _globals['_EXCHANGEEVENT']._serialized_end=917
-  _globals['_EXCHANGERESPONSE']._serialized_start=919
-  _globals['_EXCHANGERESPONSE']._serialized_end=982
-  _globals['_EXCHANGESERVICE']._serialized_start=984
-  _globals['_EXCHANGESERVICE']._serialized_end=1080
+  _globals['_CALLCREDIT']._serialized_start=592
+  _globals['_CALLCREDIT']._serialized_end=637
+  _globals['_EXCHANGEREQUEST']._serialized_start=640
+  _globals['_EXCHANGEREQUEST']._serialized_end=771
+  _globals['_EXCHANGEEVENT']._serialized_start=774
+  _globals['_EXCHANGEEVENT']._serialized_end=1008
+  _globals['_EXCHANGERESPONSE']._serialized_start=1010
+  _globals['_EXCHANGERESPONSE']._serialized_end=1073
+  _globals['_EXCHANGESERVICE']._serialized_start=1075
+  _globals['_EXCHANGESERVICE']._serialized_end=1171
 # @@protoc_insertion_point(module_scope)

@@ -136,13 +136,45 @@ class ExchangeCall(_message.Message):
 Global___ExchangeCall: _TypeAlias = ExchangeCall  # noqa: Y015
 
 @_typing.final
+class CallCredit(_message.Message):
+    """The caller has taken more events of a StreamChat call off its buffer.
+
+    Flow control per call: the engine sends at most STREAM_WINDOW_EVENTS (chittycan/exchange_batches.py) events of
+    a StreamChat call beyond those credited, so a slow reader holds the upstream back instead of piling the
+    answer up in the caller's memory, as gRPC's own flow control does for a standalone StreamChat.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALL_ID_FIELD_NUMBER: _builtins.int
+    EVENTS_FIELD_NUMBER: _builtins.int
+    call_id: _builtins.int
+    """The call."""
+    events: _builtins.int
+    """How many more events the caller has taken."""
+    def __init__(
+        self,
+        *,
+        call_id: _builtins.int = ...,
+        events: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "events", b"events"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CallCredit: _TypeAlias = CallCredit  # noqa: Y015
+
+@_typing.final
 class ExchangeRequest(_message.Message):
-    """What the caller sends: calls to start and calls it gave up on, whatever was ready together."""
+    """What the caller sends: calls to start, calls it gave up on, and credits, whatever was ready together."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     CALLS_FIELD_NUMBER: _builtins.int
     CANCELLED_CALL_IDS_FIELD_NUMBER: _builtins.int
+    CREDITS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def calls(self) -> _containers.RepeatedCompositeFieldContainer[Global___ExchangeCall]:
         """Calls to start, in order."""
@@ -151,15 +183,20 @@ class ExchangeRequest(_message.Message):
     def cancelled_call_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """Calls to cancel, as a client cancelling a standalone RPC would; nothing more is sent for them."""
 
+    @_builtins.property
+    def credits(self) -> _containers.RepeatedCompositeFieldContainer[Global___CallCredit]:
+        """Events taken by the reader of StreamChat calls."""
+
     def __init__(
         self,
         *,
         calls: _abc.Iterable[Global___ExchangeCall] | None = ...,
         cancelled_call_ids: _abc.Iterable[_builtins.int] | None = ...,
+        credits: _abc.Iterable[Global___CallCredit] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["calls", b"calls", "cancelled_call_ids", b"cancelled_call_ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["calls", b"calls", "cancelled_call_ids", b"cancelled_call_ids", "credits", b"credits"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
