@@ -1,5 +1,5 @@
 """Calls multiplexed over the ExchangeService stream: pairing, cancellation, deadlines, protocol errors, engine
-shutdown and reconnection, against a real engine."""
+shutdown and reconnection, message size limits and stream flow control, against a real engine."""
 
 import asyncio
 import dataclasses
@@ -30,12 +30,14 @@ def _embedding(text: str) -> embedding_pb2.EmbeddingRequest:
     return embedding_pb2.EmbeddingRequest(model="text-embedding-3-small", text=text, dimensions=8)
 
 
+def _text(event: gateway_pb2.StreamChatResponse) -> str:
+    """The content carried by one stream event (none for the header and the trailer)."""
+    chunks = event.chunks.chunks if event.HasField("chunks") else [event.chunk] if event.HasField("chunk") else []
+    return "".join(c.choices[0].delta.content for c in chunks if c.choices)
+
+
 async def _streamed_text(client: GatewayClient, text: str) -> str:
-    pieces = []
-    async for event in client.stream_chat(_chat(text), api_key=API_KEY):
-        chunks = event.chunks.chunks if event.HasField("chunks") else [event.chunk] if event.HasField("chunk") else []
-        pieces += [c.choices[0].delta.content for c in chunks if c.choices]
-    return "".join(pieces)
+    return "".join([_text(event) async for event in client.stream_chat(_chat(text), api_key=API_KEY)])
 
 
 async def _on_stack(stack: Stack, coro: Coroutine[Any, Any, T]) -> T:
@@ -250,13 +252,7 @@ async def test_a_stream_sends_no_more_than_its_window_until_the_reader_credits_m
             assert event.status.code == grpc.StatusCode.OK.value[0]
             await call.done_writing()
             await receiver
-    text = "".join(
-        c.choices[0].delta.content
-        for e in events
-        for c in (e.stream_chat.chunks.chunks if e.stream_chat.HasField("chunks") else [e.stream_chat.chunk])
-        if e.stream_chat.HasField("chunks") or e.stream_chat.HasField("chunk")
-        if c.choices
-    )
+    text = "".join(_text(e.stream_chat) for e in events)
     assert text == "x" * chunks
 
 
