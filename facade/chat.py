@@ -54,6 +54,7 @@ async def _stream(
             return call_error_response(err, request_id)
         meta = first.header if first is not None and first.HasField("header") else gateway_pb2.ResponseMeta()
         response = await sse.start(request, {headers.REQUEST_ID: request_id, **headers.from_meta(meta, final=False)})
+        ending = b""  # the cost comment, then [DONE] (or the error) and the end of the body: one write
         try:
             while (event := await stream.read()) is not None:
                 if event.HasField("chunks"):  # what arrived together leaves together: one write, one frame each
@@ -63,11 +64,11 @@ async def _stream(
                     await response.write(sse.data_frame(chunk_to_openai(event.chunk, usage_field=usage_field)))
                 elif event.HasField("trailer") and event.trailer.HasField("cost_micros"):
                     cost = headers.format_usd(event.trailer.cost_micros).encode()
-                    await response.write(sse.comment_frame(headers.COST_COMMENT + cost))
-            await response.write(sse.DONE)
+                    ending = sse.comment_frame(headers.COST_COMMENT + cost)
+            ending += sse.DONE
         except GatewayCallError as err:
-            await response.write(sse.data_frame(call_error_body(err)))
-        await response.write_eof()
+            ending += sse.data_frame(call_error_body(err))
+        await response.write_eof(ending)
         return response
     finally:
         stream.cancel()
