@@ -102,21 +102,19 @@ class Meter:
             self.record.cost_micros = cost
             self.record.cost_known = True
 
-    def _overhead_micros(self) -> int:
-        elapsed = time.perf_counter() - self._started
-        return max(0, int((elapsed - self.attempted.upstream_seconds) * 1e6))
+    def _timing(self, meta: gateway_pb2.ResponseMeta) -> gateway_pb2.ResponseMeta:
+        """`meta` with the upstream time so far and the engine's own time (its total minus that)."""
+        upstream = self.attempted.upstream_seconds
+        meta.upstream_micros = int(upstream * 1e6)
+        meta.overhead_micros = max(0, int((time.perf_counter() - self._started - upstream) * 1e6))
+        return meta
 
     def header(self, status: usage_pb2.CacheStatus.ValueType) -> gateway_pb2.ResponseMeta:
         """What the client learns before the answer's cost is known."""
         route = self.answered()
         self.record.cache = status
-        return gateway_pb2.ResponseMeta(
-            cache=status,
-            model=route.model,
-            provider=route.provider,
-            tenant=self._tenant,
-            overhead_micros=self._overhead_micros(),
-        )
+        meta = gateway_pb2.ResponseMeta(cache=status, model=route.model, provider=route.provider, tenant=self._tenant)
+        return self._timing(meta)
 
     def miss(
         self,
@@ -150,12 +148,12 @@ class Meter:
         record.cost_known = True
         record.saved_micros = entry.cost_micros
         self.usage(usage)
-        return gateway_pb2.ResponseMeta(
+        meta = gateway_pb2.ResponseMeta(
             cache=HIT,
             cost_micros=0,
             model=entry.model,
             provider=entry.provider,
             tenant=self._tenant,
             age_seconds=max(0, int(time.time()) - entry.created_unix),
-            overhead_micros=self._overhead_micros(),
         )
+        return self._timing(meta)

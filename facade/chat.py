@@ -1,6 +1,7 @@
 """POST /v1/chat/completions: JSON or SSE, translated to the engine's Complete and StreamChat calls."""
 
 import logging
+import time
 
 from aiohttp import web
 
@@ -17,6 +18,7 @@ log = logging.getLogger(__name__)
 
 async def create_chat_completion(request: web.Request) -> web.StreamResponse:
     """Validate, call the engine, render the answer (or its error) exactly as OpenAI would."""
+    started = time.perf_counter()
     request_id = calls.request_id()
     try:
         chat = chat_request_from_openai(parse_json_object(await request.read()))
@@ -25,7 +27,7 @@ async def create_chat_completion(request: web.Request) -> web.StreamResponse:
     engine = request.app[ENGINE]
     key, options = calls.api_key(request), calls.call_options(request)
     if chat.stream:
-        return await _stream(request, chat, key, options, request_id)
+        return await _stream(request, chat, key, options, request_id, started)
     try:
         result = await engine.complete(chat, api_key=key, request_id=request_id, options=options)
     except GatewayCallError as err:
@@ -33,7 +35,7 @@ async def create_chat_completion(request: web.Request) -> web.StreamResponse:
     return web.Response(
         body=response_to_openai(result.response),
         content_type="application/json",
-        headers={headers.REQUEST_ID: request_id, **headers.from_meta(result.meta, final=True)},
+        headers={headers.REQUEST_ID: request_id, **headers.from_meta(result.meta, final=True, started=started)},
     )
 
 
@@ -43,6 +45,7 @@ async def _stream(
     key: str | None,
     options: gateway_pb2.CallOptions | None,
     request_id: str,
+    started: float,
 ) -> web.StreamResponse:
     """Errors before the first byte get their real status; after it, one in-band error event and no [DONE]."""
     usage_field = chat.stream_options.include_usage
@@ -53,7 +56,8 @@ async def _stream(
         except GatewayCallError as err:
             return call_error_response(err, request_id)
         meta = first.header if first is not None and first.HasField("header") else gateway_pb2.ResponseMeta()
-        response = await sse.start(request, {headers.REQUEST_ID: request_id, **headers.from_meta(meta, final=False)})
+        response_headers = {headers.REQUEST_ID: request_id, **headers.from_meta(meta, final=False, started=started)}
+        response = await sse.start(request, response_headers)
         ending = b""  # the cost comment, then [DONE] (or the error) and the end of the body: one write
         try:
             while (event := await stream.read()) is not None:

@@ -1,5 +1,6 @@
 """POST /v1/embeddings: OpenAI JSON <-> the engine's Embed call."""
 
+import time
 from typing import Any
 
 import orjson
@@ -69,6 +70,7 @@ def _is_token_list(value: Any) -> bool:
 
 async def create_embeddings(request: web.Request) -> web.Response:
     """Embeddings for every input."""
+    started = time.perf_counter()
     request_id = calls.request_id()
     try:
         embed = embedding_request_from_openai(parse_json_object(await request.read()))
@@ -84,5 +86,5 @@ async def create_embeddings(request: web.Request) -> web.Response:
     return web.Response(
         body=embeddings_to_openai(result.response, base64_encoding=base64_encoding),
         content_type="application/json",
-        headers={headers.REQUEST_ID: request_id, **headers.from_meta(result.meta, final=True)},
+        headers={headers.REQUEST_ID: request_id, **headers.from_meta(result.meta, final=True, started=started)},
     )

@@ -1,5 +1,7 @@
 """HTTP header names the gateway reads and writes (each defined once), and ResponseMeta rendered as headers."""
 
+import time
+
 from chittycan.v1 import gateway_pb2, usage_pb2
 
 REQUEST_ID = "x-request-id"
@@ -33,9 +35,13 @@ def format_usd(micros: int) -> str:
     return f"{sign}{whole}.{frac:06d}"
 
 
-def from_meta(meta: gateway_pb2.ResponseMeta, *, final: bool) -> dict[str, str]:
+def from_meta(meta: gateway_pb2.ResponseMeta, *, final: bool, started: float) -> dict[str, str]:
     """X-ChittyCan-* and cache headers. A stream's headers go out before its cost is known (`final=False`):
-    then the cost header is left out unless already known, and the cost follows in the stream."""
+    then the cost header is left out unless already known, and the cost follows in the stream.
+
+    X-ChittyCan-Overhead-Ms is the gateway's own time: since the facade took the request (`started`, a
+    `time.perf_counter()` reading) minus what the engine spent waiting for upstreams.
+    """
     out: dict[str, str] = {}
     if meta.cache in _CACHE_NAMES:
         out[CACHE] = _CACHE_NAMES[meta.cache]
@@ -46,7 +52,8 @@ def from_meta(meta: gateway_pb2.ResponseMeta, *, final: bool) -> dict[str, str]:
         out[COST] = "unknown"
     if meta.model:
         out[MODEL] = meta.model
-    out[OVERHEAD_MS] = f"{meta.overhead_micros / 1000:.3f}"
+    overhead_ms = (time.perf_counter() - started) * 1000 - meta.upstream_micros / 1000
+    out[OVERHEAD_MS] = f"{max(0.0, overhead_ms):.3f}"
     if meta.cache == usage_pb2.CACHE_STATUS_HIT:
         out[AGE] = str(meta.age_seconds)
     if meta.tenant:

@@ -1,5 +1,7 @@
 """Response cache and cost headers, seen through the official SDK's raw responses."""
 
+import time
+
 import openai
 import pytest
 
@@ -30,6 +32,21 @@ def test_deterministic_call_is_cached_and_hit_costs_zero(client: openai.OpenAI, 
     assert int(headers["age"]) >= 0
     assert second.model_dump() == first.model_dump(), "a hit returns the original answer and usage"
     assert len(stack.upstream_requests("/v1/chat/completions")) == 1, "the hit never reached the upstream"
+
+
+def test_overhead_header_is_the_gateways_time_without_the_upstream_wait(client: openai.OpenAI, stack: Stack) -> None:
+    stack.call(lambda: stack.upstream.script(delay=0.3))
+    started = time.perf_counter()
+    headers, _ = _create(client, temperature=0)
+    total_ms = (time.perf_counter() - started) * 1000
+    assert total_ms >= 300
+    assert 0 < float(headers["x-chittycan-overhead-ms"]) < total_ms - 250, "the 300 ms upstream wait is excluded"
+    stack.flush()
+    started = time.perf_counter()
+    headers, _ = _create(client, temperature=0)
+    total_ms = (time.perf_counter() - started) * 1000
+    assert headers["x-chittycan-cache"] == "HIT"
+    assert 0 < float(headers["x-chittycan-overhead-ms"]) <= total_ms, "a hit is all gateway time"
 
 
 def test_non_deterministic_call_bypasses(client: openai.OpenAI, stack: Stack) -> None:

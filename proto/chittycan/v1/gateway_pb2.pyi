@@ -87,6 +87,7 @@ class ResponseMeta(_message.Message):
     BUDGET_REMAINING_MICROS_FIELD_NUMBER: _builtins.int
     AGE_SECONDS_FIELD_NUMBER: _builtins.int
     OVERHEAD_MICROS_FIELD_NUMBER: _builtins.int
+    UPSTREAM_MICROS_FIELD_NUMBER: _builtins.int
     cache: _usage_pb2.CacheStatus.ValueType
     """Cache outcome."""
     cost_micros: _builtins.int
@@ -102,7 +103,9 @@ class ResponseMeta(_message.Message):
     age_seconds: _builtins.int
     """Age of a cached answer in seconds."""
     overhead_micros: _builtins.int
-    """Time spent in the gateway itself (total minus upstream), microseconds."""
+    """Time spent in the engine itself (its total minus upstream so far), microseconds."""
+    upstream_micros: _builtins.int
+    """Time spent waiting for upstreams so far (every attempt), microseconds; 0 for a cache hit."""
     def __init__(
         self,
         *,
@@ -114,10 +117,11 @@ class ResponseMeta(_message.Message):
         budget_remaining_micros: _builtins.int | None = ...,
         age_seconds: _builtins.int = ...,
         overhead_micros: _builtins.int = ...,
+        upstream_micros: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_budget_remaining_micros", b"_budget_remaining_micros", "_cost_micros", b"_cost_micros", "budget_remaining_micros", b"budget_remaining_micros", "cost_micros", b"cost_micros"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_budget_remaining_micros", b"_budget_remaining_micros", "_cost_micros", b"_cost_micros", "age_seconds", b"age_seconds", "budget_remaining_micros", b"budget_remaining_micros", "cache", b"cache", "cost_micros", b"cost_micros", "model", b"model", "overhead_micros", b"overhead_micros", "provider", b"provider", "tenant", b"tenant"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_budget_remaining_micros", b"_budget_remaining_micros", "_cost_micros", b"_cost_micros", "age_seconds", b"age_seconds", "budget_remaining_micros", b"budget_remaining_micros", "cache", b"cache", "cost_micros", b"cost_micros", "model", b"model", "overhead_micros", b"overhead_micros", "provider", b"provider", "tenant", b"tenant", "upstream_micros", b"upstream_micros"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__budget_remaining_micros: _TypeAlias = _typing.Literal["budget_remaining_micros"]  # noqa: Y015
     _WhichOneofArgType__budget_remaining_micros: _TypeAlias = _typing.Literal["_budget_remaining_micros", b"_budget_remaining_micros"]  # noqa: Y015
