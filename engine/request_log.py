@@ -20,16 +20,21 @@ from chittycan.v1 import usage_pb2
 from engine.telemetry import CACHE_NAMES, OPERATION_NAMES
 
 REQUEST_LOG_ENV = "CHITTYCAN_REQUEST_LOG"
-_BATCH_SECONDS = 0.05  # lines reach the stream at most this late
+# Lines reach the stream at most this late. Building a batch holds the GIL, so it is kept short: a request that
+# arrives meanwhile waits for it (with 50 ms batches the p99 of a cache hit went from 1.0 to 1.8 ms).
+_BATCH_SECONDS = 0.02
 
 # Credential shapes: bearer values, provider keys (sk-, sk-ant-, gsk_, xai-), gateway tokens and master keys.
 # The first characters are kept, to tell keys apart.
 _BEARER = re.compile(r"(?i)\b(bearer\s+)(\S{4})\S+")
 _KEY = re.compile(r"\b(sk-(?:ant-|proj-)?|gsk_|xai-|chitty_|chittycan_master_)([A-Za-z0-9_\-]{4})[A-Za-z0-9_\-]+")
+_SUSPECT = re.compile(r"(?i)bearer|sk-|gsk_|xai-|chitty")  # what both patterns need; one cheap pass rules most out
 
 
 def mask_secrets(text: str) -> str:
     """`text` with every credential-shaped substring cut to its prefix and four characters, then `…`."""
+    if not _SUSPECT.search(text):
+        return text
     return _KEY.sub(r"\1\2…", _BEARER.sub(r"\1\2…", text))
 
 
