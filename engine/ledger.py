@@ -50,17 +50,17 @@ class UsageLedger:
         """Queue `record` for the ledger (followers are woken once it is committed) and the request log; never
         blocks. The record must not change afterwards."""
         key = struct.pack(">q", record.time.ToNanoseconds()) + record.request_id.encode()
-        value = record.SerializeToString()
-        self._writer.submit(lambda txn: self._put(txn, key, value), self._committed)
+        self._writer.submit_item(self._put, (key, record.SerializeToString()), self._committed)
         if self._request_log is not None:
             self._request_log.log(record)
 
-    def _put(self, txn: Any, key: bytes, value: bytes) -> None:
-        txn.put(key, value, db=self._db)
-        cursor: Any = txn.cursor(db=self._order)
-        sequence = struct.unpack(">Q", cursor.key())[0] + 1 if cursor.last() else 1
-        txn.put(struct.pack(">Q", sequence), key, db=self._order)
-        if sequence % _PRUNE_EVERY == 0:
+    def _put(self, txn: Any, items: list[tuple[bytes, bytes]]) -> None:
+        """Store `items` (key, record) and give them the next write sequence numbers, in order."""
+        txn.cursor(db=self._db).putmulti(items)
+        order: Any = txn.cursor(db=self._order)
+        last = struct.unpack(">Q", order.key())[0] if order.last() else 0
+        order.putmulti([(struct.pack(">Q", last + i), key) for i, (key, _) in enumerate(items, 1)])
+        if (last + len(items)) // _PRUNE_EVERY > last // _PRUNE_EVERY:
             self._prune(txn)
 
     def _prune(self, txn: Any) -> None:

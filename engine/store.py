@@ -3,6 +3,7 @@
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +12,28 @@ import lmdb
 log = logging.getLogger(__name__)
 
 WriteOp = Callable[[Any], None]
+# Writes several items in one call: for stores with per-call overhead (cursors, sequence numbers) and fewer trips
+# through py-lmdb, which lets go of the GIL on every call.
+ManyWriter = Callable[[Any, list[Any]], None]
 _BATCH = 512
-# After the first write of a batch, wait this long for more: one thread hand-off and one commit then serve many
-# requests instead of one each.
-_COALESCE_SECONDS = 0.005
+# After the first write of a batch, wait this long for more: one thread hand-off and one durable commit (an fsync:
+# ~0.4 ms, ~0.18 ms of CPU here) then serve many requests instead of one each. At 5 ms a gateway answering
+# 1,000-3,000 sequential requests a second spent 15-40 us of CPU per request on commits; at 20 ms, a quarter.
+# A clean shutdown flushes; a killed process loses at most this window of writes (LMDB itself stays intact).
+_COALESCE_SECONDS = 0.02
+
+
+@dataclass(frozen=True, slots=True)
+class _Item:
+    """One item for a ManyWriter (StoreWriter.submit_item)."""
+
+    write: ManyWriter
+    item: Any
+
+
+def _writing(write: ManyWriter, items: list[Any]) -> WriteOp:
+    """The write op that hands `items` (filled in while the batch is gathered) to `write`."""
+    return lambda txn: write(txn, items)
 
 
 class Store:
@@ -57,7 +76,7 @@ class StoreWriter:
 
     def __init__(self, store: Store) -> None:
         self._store = store
-        self._queue: asyncio.Queue[tuple[WriteOp, Callable[[], None] | None] | asyncio.Event] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[WriteOp | _Item, Callable[[], None] | None] | asyncio.Event] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -67,6 +86,10 @@ class StoreWriter:
     def submit(self, op: WriteOp, on_commit: Callable[[], None] | None = None) -> None:
         """Queue one write; never blocks. `on_commit` runs on the event loop once the write's batch is over."""
         self._queue.put_nowait((op, on_commit))
+
+    def submit_item(self, write: ManyWriter, item: Any, on_commit: Callable[[], None] | None = None) -> None:
+        """Queue `item` for `write`, which gets every item queued for it in the same batch, in order, in one call."""
+        self._queue.put_nowait((_Item(write, item), on_commit))
 
     async def flush(self) -> None:
         """Wait for everything submitted before this call to be committed."""
@@ -93,16 +116,26 @@ class StoreWriter:
             if not isinstance(item, asyncio.Event):
                 await asyncio.sleep(_COALESCE_SECONDS)
             batch: list[WriteOp] = []
+            grouped: dict[ManyWriter, list[Any]] = {}
             waiters: list[asyncio.Event] = []
             callbacks: list[Callable[[], None]] = []
+            count = 0
             while True:
                 if isinstance(item, asyncio.Event):
                     waiters.append(item)
                 else:
-                    batch.append(item[0])
-                    if item[1] is not None:
-                        callbacks.append(item[1])
-                if len(batch) >= _BATCH or self._queue.empty():
+                    op, on_commit = item
+                    count += 1
+                    if isinstance(op, _Item):
+                        if op.write not in grouped:
+                            grouped[op.write] = []
+                            batch.append(_writing(op.write, grouped[op.write]))
+                        grouped[op.write].append(op.item)
+                    else:
+                        batch.append(op)
+                    if on_commit is not None:
+                        callbacks.append(on_commit)
+                if count >= _BATCH or self._queue.empty():
                     break
                 item = self._queue.get_nowait()
             if batch:
