@@ -70,3 +70,11 @@ def test_a_line_names_the_span_it_ran_in() -> None:
 
 def test_request_log_can_be_switched_off() -> None:
     assert RequestLog.from_env(io.StringIO(), {request_log.REQUEST_LOG_ENV: "off"}) is None
+
+
+@pytest.mark.parametrize("fraction", [0, 120_000_000, 123_456_000, 123_456_789])
+@pytest.mark.parametrize("seconds", [0, 1_795_592_231])
+def test_line_time_is_the_records_rfc3339_time(seconds: int, fraction: int) -> None:
+    stamp = timestamp_pb2.Timestamp(seconds=seconds, nanos=fraction)
+    line = orjson.loads(request_log.line_from_record(usage_pb2.UsageRecord(time=stamp)))
+    assert line["ts"] == stamp.ToJsonString()
