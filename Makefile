@@ -66,7 +66,7 @@ SOAK_SECONDS ?= 600
 SOAK_ARGS ?=
 LITELLM_VERSION ?= 1.108.7
 LITELLM_VENV := .venv-litellm
-.PHONY: bench-tools bench-litellm soak
+.PHONY: bench-tools bench-litellm bench-node soak
 
 bench-tools:
 	@command -v wrk >/dev/null || { command -v apt-get >/dev/null && \
@@ -83,6 +83,9 @@ $(LITELLM_VENV)/.installed:
 
 bench-litellm: install bench-tools $(LITELLM_VENV)/.installed
 	$(BIN)/python -m bench --litellm --out bench-results-litellm.json $(BENCH_ARGS)
+
+bench-node: install node
+	$(BIN)/python -m bench.node $(BENCH_ARGS)
 
 soak: install bench-tools
 	$(BIN)/python -m bench.soak --seconds $(SOAK_SECONDS) $(SOAK_ARGS)
