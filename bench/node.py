@@ -15,16 +15,12 @@ from pathlib import Path
 import orjson
 
 from bench.procs import start_gateway, start_upstream
+from bench.report import say
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = "tests/cost-metering.test.ts"
 _TIMING = re.compile(r"1000-calls: ([\d.]+)(m?s)")
 TARGET_SECONDS = 1.5
-
-
-def _say(text: str) -> None:
-    sys.stdout.write(text + "\n")
-    sys.stdout.flush()
 
 
 def run_script(npx: str, base_url: str, api_key: str) -> float:
@@ -58,18 +54,18 @@ def main() -> None:
             for target, service in (("direct", upstream), ("gateway", gateway)):
                 seconds = run_script(npx, service.base_url, service.api_key)
                 results[target].append(seconds)
-                _say(f"run {run} {target:8} 1000-calls {seconds:.3f} s")
+                say(f"run {run} {target:8} 1000-calls {seconds:.3f} s")
     finally:
         gateway.stop()
         upstream.stop()
     direct, through = statistics.median(results["direct"]), statistics.median(results["gateway"])
-    _say(
+    say(
         f"median: direct {direct:.3f} s, gateway {through:.3f} s ({through / direct:.2f}x, "
         f"+{(through - direct):.3f} ms per call); target < {TARGET_SECONDS} s: "
         + ("met" if through < TARGET_SECONDS else "missed")
     )
     Path(args.out).write_bytes(orjson.dumps({"args": vars(args), "seconds": results}, option=orjson.OPT_INDENT_2))
-    _say(f"wrote {args.out}")
+    say(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

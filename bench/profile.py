@@ -16,12 +16,8 @@ from pathlib import Path
 from bench import wrk
 from bench.load import Request, run_load
 from bench.procs import Service, command_name, settle, start_gateway, start_upstream, thread_cpu
+from bench.report import say
 from bench.scenarios import SCENARIOS
-
-
-def _say(text: str) -> None:
-    sys.stdout.write(text + "\n")
-    sys.stdout.flush()
 
 
 def _frame(frame: str) -> str:
@@ -72,13 +68,13 @@ async def _per_thread(gateway: Service, request: Request, stream: bool, args: ar
     """CPU per request of each thread of each gateway process, measured without py-spy attached (it slows them)."""
     before = {pid: thread_cpu(pid) for pid in gateway.measured()}
     done = await _drive(request, stream, args.concurrency, args.seconds)
-    _say(f"without py-spy: {done / args.seconds:.0f} req/s; CPU per request by thread (us):")
+    say(f"without py-spy: {done / args.seconds:.0f} req/s; CPU per request by thread (us):")
     for pid, threads in before.items():
         after = thread_cpu(pid)
         used = sorted(((after.get(k, v) - v, k) for k, v in threads.items()), reverse=True)
         total = sum(u for u, _ in used)
         top = ", ".join(f"{name}/{tid} {1e6 * u / max(1, done):.0f}" for u, (tid, name) in used[:5] if u > 0)
-        _say(f"  {command_name(pid)}-{pid}: {1e6 * total / max(1, done):.0f} total; {top}")
+        say(f"  {command_name(pid)}-{pid}: {1e6 * total / max(1, done):.0f} total; {top}")
 
 
 async def _profile(args: argparse.Namespace, log_dir: Path, out_dir: Path) -> None:
@@ -104,11 +100,11 @@ async def _profile(args: argparse.Namespace, log_dir: Path, out_dir: Path) -> No
             spy = await asyncio.create_subprocess_exec(*argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             spies.append((name, spy))
         done = await _drive(request, scenario.stream, args.concurrency, args.seconds + 1)
-        _say(f"under py-spy: {done / (args.seconds + 1):.0f} req/s")
+        say(f"under py-spy: {done / (args.seconds + 1):.0f} req/s")
         for name, spy in spies:
             _, err = await spy.communicate()
             if spy.returncode != 0:
-                _say(f"py-spy {name} failed: {err.decode(errors='replace')[-500:]}")
+                say(f"py-spy {name} failed: {err.decode(errors='replace')[-500:]}")
     finally:
         if gateway is not None:
             gateway.stop()
@@ -142,10 +138,10 @@ def main(argv: list[str] | None = None) -> int:
     uvloop.run(_profile(args, log_dir, out_dir))
     for path in sorted(out_dir.glob("*.collapsed")):
         total, own, inclusive = top(path, args.top)
-        _say(f"\n#### {path.stem}: {total} samples ({args.scenario}, c={args.concurrency})")
-        _say(_table("self:", own, total))
-        _say(_table("inclusive:", inclusive, total))
-    _say(f"\ncollapsed stacks in {out_dir}")
+        say(f"\n#### {path.stem}: {total} samples ({args.scenario}, c={args.concurrency})")
+        say(_table("self:", own, total))
+        say(_table("inclusive:", inclusive, total))
+    say(f"\ncollapsed stacks in {out_dir}")
     return 0
 
 

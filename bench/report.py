@@ -1,5 +1,6 @@
 """Renders cells as one table per scenario, the targets of issue 7 against what was measured, and the JSON file."""
 
+import sys
 from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
@@ -9,6 +10,13 @@ import orjson
 
 from bench.measure import Cell
 from bench.scenarios import SCENARIOS
+
+
+def say(text: str) -> None:
+    """Print a line of progress or results at once (the benchmarks run for minutes)."""
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
 
 _PLAIN = [
     ("req/s", 9),

@@ -15,15 +15,10 @@ from bench import wrk
 from bench.load import Request, run_load
 from bench.measure import Cell, measure
 from bench.procs import Service, settle, start_gateway, start_litellm, start_upstream
-from bench.report import summary, summary_text, table, write_json
+from bench.report import say, summary, summary_text, table, write_json
 from bench.scenarios import DEFAULT_SCENARIOS, SCENARIOS
 
 _LONG_CHUNKS = 200
-
-
-def _say(text: str) -> None:
-    sys.stdout.write(text + "\n")
-    sys.stdout.flush()
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -90,9 +85,9 @@ async def _run(args: argparse.Namespace, log_dir: Path, data_dir: Path) -> tuple
             services.append(litellm)
             targets.append(litellm)
         pids = {s.name: s.measured() for s in services}
-        _say(f"started: {pids}; load generator for non-stream cells: {generator}")
+        say(f"started: {pids}; load generator for non-stream cells: {generator}")
         if args.hold:
-            _say(f"holding {args.hold:.0f} s; gateway at {targets[-1].base_url}")
+            say(f"holding {args.hold:.0f} s; gateway at {targets[-1].base_url}")
             await asyncio.sleep(args.hold)
         for name in names:
             scenario = SCENARIOS[name]
@@ -117,9 +112,9 @@ async def _run(args: argparse.Namespace, log_dir: Path, data_dir: Path) -> tuple
                     )
                     cell.target = _kind(target)
                     scenario_cells.append(cell)
-                    _say(f"  {name} {cell.target} c={concurrency}: {cell.rps} req/s p50 {cell.p50} ms")
+                    say(f"  {name} {cell.target} c={concurrency}: {cell.rps} req/s p50 {cell.p50} ms")
             cells += scenario_cells
-            _say("\n" + table(name, scenario_cells) + "\n")
+            say("\n" + table(name, scenario_cells) + "\n")
     finally:
         for service in reversed(services):
             service.stop()
@@ -140,13 +135,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     started = time.time()
     log_dir = Path(tempfile.mkdtemp(prefix="chittycan-bench-logs-"))
-    _say(f"process logs in {log_dir}")
+    say(f"process logs in {log_dir}")
     with tempfile.TemporaryDirectory(prefix="chittycan-bench-data-") as data_dir:
         import uvloop
 
         cells, meta = uvloop.run(_run(args, log_dir, Path(data_dir)))
     rows = summary(cells, args.chunks, _LONG_CHUNKS)
-    _say(summary_text(rows))
+    say(summary_text(rows))
     meta.update(
         {
             "command": " ".join(sys.argv),
@@ -161,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         }
     )
     write_json(args.out, meta, cells, rows)
-    _say(f"wrote {args.out} ({meta['wall_seconds']} s)")
+    say(f"wrote {args.out} ({meta['wall_seconds']} s)")
     errors = sum(c.errors for c in cells if c.target != "litellm")
     if errors:
         sys.stderr.write(f"{errors} requests to the upstream or ChittyCan failed; see the first errors above\n")

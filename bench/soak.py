@@ -18,12 +18,8 @@ import orjson
 from bench import wrk
 from bench.load import Request, run_mixed
 from bench.procs import Service, command_name, start_gateway, start_upstream
+from bench.report import say
 from bench.scenarios import SCENARIOS
-
-
-def _say(text: str) -> None:
-    sys.stdout.write(text + "\n")
-    sys.stdout.flush()
 
 
 def mix(gateway: Service) -> list[Request]:
@@ -87,7 +83,7 @@ async def _run(args: argparse.Namespace, log_dir: Path, data_dir: Path) -> dict[
         started = time.monotonic()
         sampler = asyncio.create_task(_sample(gateway, started, args.every, samples))
         use_wrk = args.generator == "wrk" or (args.generator == "auto" and wrk.available())
-        _say(f"soak: {args.seconds:.0f} s, concurrency {args.concurrency}, {'wrk' if use_wrk else 'python'} load")
+        say(f"soak: {args.seconds:.0f} s, concurrency {args.concurrency}, {'wrk' if use_wrk else 'python'} load")
         try:
             if use_wrk:
                 result = await wrk.run_wrk(requests, args.concurrency, args.seconds)
@@ -105,7 +101,7 @@ async def _run(args: argparse.Namespace, log_dir: Path, data_dir: Path) -> dict[
         upstream.stop()
     warm_index = next((i for i, s in enumerate(samples) if s["t"] >= args.warm), 0)
     text = _report(samples, warm_index)
-    _say(f"{done} requests ({done / elapsed:.0f}/s), {errors} errors, store {_store_mb(data_dir)} MiB\n{text}")
+    say(f"{done} requests ({done / elapsed:.0f}/s), {errors} errors, store {_store_mb(data_dir)} MiB\n{text}")
     return {"requests": done, "errors": errors, "seconds": round(elapsed, 1), "samples": samples, "report": text}
 
 
@@ -124,14 +120,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.warm = min(args.warm, args.seconds / 10)
     log_dir = Path(tempfile.mkdtemp(prefix="chittycan-soak-logs-"))
-    _say(f"process logs in {log_dir}")
+    say(f"process logs in {log_dir}")
     with tempfile.TemporaryDirectory(prefix="chittycan-soak-data-") as data_dir:
         import uvloop
 
         result = uvloop.run(_run(args, log_dir, Path(data_dir)))
     result["args"] = {k: str(v) for k, v in vars(args).items()}
     args.out.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
-    _say(f"wrote {args.out}")
+    say(f"wrote {args.out}")
     return 1 if result["errors"] else 0
 
 
