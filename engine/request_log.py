@@ -106,10 +106,8 @@ class RequestLog:
     def log(self, record: usage_pb2.UsageRecord) -> None:
         """Build the line of a finished request and queue it for the writer thread."""
         context = trace.get_current_span().get_span_context()
-        if context.is_valid:
-            self._pending.append(line_from_record(record, context.trace_id, context.span_id))
-        else:
-            self._pending.append(line_from_record(record))
+        ids = (context.trace_id, context.span_id) if context.is_valid else (0, 0)
+        self._pending.append(line_from_record(record, *ids))
         if self._handover is None:
             self._handover = asyncio.get_running_loop().call_later(_BATCH_SECONDS, self._hand_over)
 
