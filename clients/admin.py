@@ -19,6 +19,14 @@ def read_master_key(configured: str, data_dir: Path) -> str | None:
     return path.read_text().strip() if path.exists() else None
 
 
+def no_master_key(data_dir: Path) -> str:
+    """What `can` says when `read_master_key` found none."""
+    return (
+        "can: no master key. Set CHITTYCAN_MASTER_KEY, or run this where the engine's data directory "
+        f"({data_dir}) is, after the engine has started once."
+    )
+
+
 class AdminClient:
     """AdminService over one channel."""
 

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from chittycan.v1 import admin_pb2
-from clients.admin import AdminClient, read_master_key
+from clients.admin import AdminClient, no_master_key, read_master_key
 from clients.errors import GatewayCallError
 from engine.config import load_settings
 
@@ -31,10 +31,7 @@ def _run(action: Callable[[AdminClient], Awaitable[int]]) -> int:
     settings = load_settings()
     key = read_master_key(settings.tenancy.master_key, settings.data_dir)
     if key is None:
-        print(
-            "can: no master key. Set CHITTYCAN_MASTER_KEY, or run this where the engine's data directory "
-            f"({settings.data_dir}) is, after the engine has started once."
-        )
+        print(no_master_key(settings.data_dir))
         return 2
 
     async def run() -> int:

@@ -1,4 +1,5 @@
-"""`can registry metrics show [--since 24h] [--json] [--watch]`: the dashboard, from the engine's UsageService."""
+"""`can registry metrics show [--since 24h] [--json] [--watch]`: the dashboard, from the engine's UsageService
+(with the master key, found as for the admin commands)."""
 
 import argparse
 import asyncio
@@ -10,6 +11,7 @@ from typing import TextIO
 import orjson
 from google.protobuf import timestamp_pb2
 
+from clients.admin import no_master_key, read_master_key
 from clients.cli_auth import parse_duration
 from clients.dashboard_view import figures_to_json, render_box
 from clients.errors import GatewayCallError
@@ -74,10 +76,15 @@ async def _watch(usage: UsageClient, args: argparse.Namespace, out: TextIO) -> N
 
 def cmd_metrics_show(args: argparse.Namespace) -> int:
     """Print the dashboard once, or keep it up to date with --watch."""
-    engine_addr = args.engine or load_settings().engine_addr
+    settings = load_settings()
+    engine_addr = args.engine or settings.engine_addr
+    key = read_master_key(settings.tenancy.master_key, settings.data_dir)
+    if key is None:
+        sys.stderr.write(no_master_key(settings.data_dir) + "\n")
+        return 2
 
     async def run() -> None:
-        async with UsageClient(engine_addr) as usage:
+        async with UsageClient(engine_addr, master_key=key) as usage:
             if args.watch:
                 await _watch(usage, args, sys.stdout)
             else:

@@ -1,4 +1,5 @@
-"""Async client for the engine's UsageService: the live usage stream, Prometheus metrics and dashboard figures."""
+"""Async client for the engine's UsageService: the live usage stream, Prometheus metrics and dashboard figures.
+The usage stream and the dashboard need the engine's master key; the metrics do not."""
 
 import asyncio
 from collections.abc import AsyncIterator
@@ -19,9 +20,14 @@ class UsageWatch:
         self._cancelled = False
 
     async def ready(self) -> None:
-        """Wait until the subscription is live: records written from then on are delivered."""
+        """Wait until the subscription is live: records written from then on are delivered. Raises the call's
+        error if it ended instead (e.g. refused without the master key)."""
+        call = self._call
         try:
-            await self._call.initial_metadata()
+            metadata = await call.initial_metadata()
+            if call.done() and (code := await call.code()) != grpc.StatusCode.OK:
+                trailing, details = await call.trailing_metadata(), await call.details()
+                raise grpc.aio.AioRpcError(code, metadata, trailing, details)
         except grpc.aio.AioRpcError as err:
             raise error_from_aio(err) from None
 
@@ -49,9 +55,12 @@ class UsageWatch:
 
 
 class UsageClient:
-    """UsageService over its own channel (`target`) or one shared with another client (`channel`)."""
+    """UsageService over its own channel (`target`) or one shared with another client (`channel`); `master_key`
+    for `watch` and `dashboard`."""
 
-    def __init__(self, target: str | None = None, *, channel: grpc.aio.Channel | None = None) -> None:
+    def __init__(
+        self, target: str | None = None, *, channel: grpc.aio.Channel | None = None, master_key: str | None = None
+    ) -> None:
         if channel is None:
             if target is None:
                 raise ValueError("UsageClient needs a target or a channel")
@@ -60,6 +69,7 @@ class UsageClient:
         else:
             self._owned = None
         self._stub = observability_pb2_grpc.UsageServiceStub(channel)
+        self._metadata = (("authorization", f"Bearer {master_key}"),) if master_key else ()
 
     async def __aenter__(self) -> "UsageClient":
         return self
@@ -75,7 +85,7 @@ class UsageClient:
     def watch(self, *, tenant: str = "", model: str = "") -> UsageWatch:
         """Usage records as the engine writes them, optionally only one tenant's or one model's."""
         request = observability_pb2.WatchUsageRequest(tenant=tenant, model=model)
-        return UsageWatch(self._stub.WatchUsage(request))
+        return UsageWatch(self._stub.WatchUsage(request, metadata=self._metadata))
 
     async def metrics(self, *, deadline: float | None = 30.0) -> observability_pb2.GetMetricsResponse:
         """The Prometheus exposition and its content type."""
@@ -94,6 +104,6 @@ class UsageClient:
         """The dashboard figures of [since, until) (until defaults to now)."""
         request = observability_pb2.GetDashboardRequest(since=since, until=until)
         try:
-            return (await self._stub.GetDashboard(request, timeout=deadline)).dashboard
+            return (await self._stub.GetDashboard(request, metadata=self._metadata, timeout=deadline)).dashboard
         except grpc.aio.AioRpcError as err:
             raise error_from_aio(err) from None

@@ -34,6 +34,14 @@ def master_key(configured: str, data_dir: Path) -> str:
     return key
 
 
+def check_master_key(context: grpc.aio.ServicerContext, key: bytes, what: str) -> None:  # type: ignore[type-arg]
+    """Raise UNAUTHENTICATED unless the call's `authorization` metadata is `Bearer <master key>`."""
+    metadata = dict(context.invocation_metadata() or ())
+    given = bearer_token(str(metadata.get("authorization", ""))) or ""
+    if not hmac.compare_digest(given.encode(), key):
+        raise GatewayError(grpc.StatusCode.UNAUTHENTICATED, errors.INVALID_API_KEY, f"{what} need the master key.")
+
+
 class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     """chittycan.v1.AdminService; every call checks the master key first."""
 
@@ -42,17 +50,9 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         self._budgets = budgets
         self._key = key.encode()
 
-    def _check(self, context: grpc.aio.ServicerContext) -> None:  # type: ignore[type-arg]
-        metadata = dict(context.invocation_metadata() or ())
-        given = bearer_token(str(metadata.get("authorization", ""))) or ""
-        if not hmac.compare_digest(given.encode(), self._key):
-            raise GatewayError(
-                grpc.StatusCode.UNAUTHENTICATED, errors.INVALID_API_KEY, "Admin calls need the master key."
-            )
-
     async def _run(self, context: grpc.aio.ServicerContext, fn, *args):  # type: ignore[no-untyped-def, type-arg]
         try:
-            self._check(context)
+            check_master_key(context, self._key, "Admin calls")
             return await asyncio.to_thread(fn, *args)
         except GatewayError as err:
             await abort(context, err)

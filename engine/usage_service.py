@@ -1,4 +1,7 @@
-"""The UsageService servicer: the live usage stream, Prometheus metrics and dashboard figures over gRPC."""
+"""The UsageService servicer: the live usage stream, Prometheus metrics and dashboard figures over gRPC.
+
+The usage stream and the dashboard name tenants, token ids and spend, so they need the master key, as admin calls
+do. The metrics are aggregates by model and provider, the figures `GET /metrics` serves, and need nothing."""
 
 import asyncio
 import time
@@ -9,6 +12,7 @@ from google.protobuf import timestamp_pb2
 
 from chittycan.v1 import observability_pb2, observability_pb2_grpc, usage_pb2
 from engine import errors
+from engine.admin import check_master_key
 from engine.budgets import month_of
 from engine.dashboard import dashboard_from_records
 from engine.errors import GatewayError
@@ -23,10 +27,16 @@ class UsageServicer(observability_pb2_grpc.UsageServiceServicer):
     """chittycan.v1.UsageService over the ledger and its metrics."""
 
     def __init__(
-        self, ledger: UsageLedger, metrics: LedgerMetrics, *, clock_ns: Callable[[], int] = time.time_ns
+        self,
+        ledger: UsageLedger,
+        metrics: LedgerMetrics,
+        master_key: str,
+        *,
+        clock_ns: Callable[[], int] = time.time_ns,
     ) -> None:
         self._ledger = ledger
         self._metrics = metrics
+        self._key = master_key.encode()
         self._clock_ns = clock_ns
 
     async def WatchUsage(
@@ -34,6 +44,10 @@ class UsageServicer(observability_pb2_grpc.UsageServiceServicer):
         request: observability_pb2.WatchUsageRequest,
         context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
     ) -> AsyncIterator[observability_pb2.WatchUsageResponse]:
+        try:
+            check_master_key(context, self._key, "Usage records")
+        except GatewayError as err:
+            await abort(context, err)
         after = self._ledger.newest_sequence()
         await context.send_initial_metadata(())  # the subscription is live: what is written from now on follows
         async for record in self._ledger.follow(after):
@@ -60,6 +74,7 @@ class UsageServicer(observability_pb2_grpc.UsageServiceServicer):
         until_ns = request.until.ToNanoseconds() if request.HasField("until") else self._clock_ns()
         since_ns = request.since.ToNanoseconds() if request.HasField("since") else until_ns - DEFAULT_WINDOW_NS
         try:
+            check_master_key(context, self._key, "Dashboards")
             if since_ns >= until_ns:
                 raise GatewayError(
                     grpc.StatusCode.INVALID_ARGUMENT, errors.INVALID_REQUEST, "`since` must be before `until`."

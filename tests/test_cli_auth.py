@@ -61,10 +61,26 @@ def test_token_lifecycle_through_the_cli_and_sdk(stack: Stack) -> None:
     assert "revoked" in can(stack, "auth", "token", "list").stdout
 
 
-def test_admin_calls_need_the_master_key(stack: Stack) -> None:
+def test_admin_calls_and_the_dashboard_need_the_master_key(stack: Stack) -> None:
     refused = can(stack, "auth", "token", "list", env={"CHITTYCAN_MASTER_KEY": "wrong"})
     assert refused.returncode == 1
-    assert "master key" in refused.stdout
+    assert "Admin calls need the master key" in refused.stdout
+    refused = can(stack, "registry", "metrics", "show", env={"CHITTYCAN_MASTER_KEY": "wrong"})
+    assert refused.returncode == 1
+    assert "Dashboards need the master key" in refused.stderr
+    shown = can(stack, "registry", "metrics", "show")  # the key the engine wrote under its data directory
+    assert shown.returncode == 0, shown.stderr
+    assert "ChittyCan Proxy Metrics" in shown.stdout
+
+
+def test_commands_without_any_master_key_say_where_it_is_looked_for(stack: Stack, tmp_path: Path) -> None:
+    for command in (("auth", "token", "list"), ("registry", "metrics", "show")):
+        missing = can(stack, *command, env={"CHITTYCAN_DATA_DIR": str(tmp_path)})
+        assert missing.returncode == 2
+        assert (
+            f"no master key. Set CHITTYCAN_MASTER_KEY, or run this where the engine's data directory ({tmp_path})"
+            in (missing.stdout + missing.stderr)
+        )
 
 
 def test_budget_commands(stack: Stack) -> None:

@@ -7,6 +7,7 @@ import openai
 import orjson
 
 from chittycan.v1 import completion_pb2
+from clients.admin import read_master_key
 from clients.gateway import GatewayClient
 from clients.usage import UsageClient
 from engine.ledger import UsageLedger
@@ -61,8 +62,8 @@ def test_two_engines_share_the_cache_and_ledger(tmp_path: Path) -> None:
     assert sorted(line["request_id"] for line in lines) == sorted(r.request_id for r in records)
 
 
-async def _watch_then_ask(watch_addr: str, ask_addr: str) -> list[str]:
-    async with UsageClient(watch_addr) as usage:
+async def _watch_then_ask(watch_addr: str, ask_addr: str, master_key: str | None) -> list[str]:
+    async with UsageClient(watch_addr, master_key=master_key) as usage:
         watch = usage.watch(model="gpt-4o")
         await watch.ready()
         await _ask_engine(ask_addr)
@@ -75,6 +76,7 @@ async def _watch_then_ask(watch_addr: str, ask_addr: str) -> list[str]:
 def test_watch_usage_sees_every_engine_process(tmp_path: Path) -> None:
     with start_gateway_processes(tmp_path / "data", engines=2) as gateway:
         first, second = gateway.engine_addrs
-        model, request_id = asyncio.run(_watch_then_ask(second, first))
+        key = read_master_key("", tmp_path / "data")
+        model, request_id = asyncio.run(_watch_then_ask(second, first, key))
     assert model == "gpt-4o"
     assert request_id

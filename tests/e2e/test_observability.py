@@ -16,6 +16,7 @@ import openai
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from google.protobuf import timestamp_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -23,6 +24,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from chittycan.v1 import usage_pb2
+from clients.admin import read_master_key
+from clients.errors import AuthenticationError
 from clients.usage import UsageClient
 from engine.server import Engine, start_engine
 from engine.telemetry import Telemetry
@@ -393,7 +396,7 @@ def test_in_flight_gauge_counts_open_calls(stack: Stack, client: openai.OpenAI) 
 
 def test_watch_usage_streams_records_filtered_by_model(stack: Stack) -> None:
     async def scenario() -> list[usage_pb2.UsageRecord]:
-        async with UsageClient(f"127.0.0.1:{stack.engine.port}") as usage:
+        async with UsageClient(f"127.0.0.1:{stack.engine.port}", master_key=_master_key(stack)) as usage:
             watch = usage.watch(model="gpt-4o-mini")
             await watch.ready()
             headers = {"Authorization": f"Bearer {API_KEY}"}
@@ -414,3 +417,31 @@ def test_watch_usage_streams_records_filtered_by_model(stack: Stack) -> None:
     stack.flush()
     ledger = stack.call(lambda: [r for r in stack.engine.ledger.read() if r.requested_model == "gpt-4o-mini"])
     assert [r.request_id for r in records] == [r.request_id for r in ledger]
+
+
+def _master_key(stack: Stack) -> str | None:
+    return read_master_key(stack.settings.tenancy.master_key, stack.settings.data_dir)
+
+
+def test_usage_records_and_dashboards_need_the_master_key(stack: Stack) -> None:
+    """They name tenants, token ids and spend. Without the key, or with a wrong one, both are refused as
+    UNAUTHENTICATED; the metrics (aggregates, as `GET /metrics` serves them) need no key."""
+    since = timestamp_pb2.Timestamp(seconds=1)
+
+    async def scenario() -> list[str]:
+        refused = []
+        for key in (None, "chittycan_master_wrong"):
+            async with UsageClient(f"127.0.0.1:{stack.engine.port}", master_key=key) as usage:
+                watch = usage.watch()
+                with pytest.raises(AuthenticationError) as caught:
+                    await watch.ready()
+                refused.append(caught.value.message)
+                with pytest.raises(AuthenticationError) as caught:
+                    await usage.dashboard(since)
+                refused.append(caught.value.message)
+                assert "chittycan_requests_total" in (await usage.metrics()).text
+        async with UsageClient(f"127.0.0.1:{stack.engine.port}", master_key=_master_key(stack)) as usage:
+            await usage.dashboard(since)  # the right key: answered
+        return refused
+
+    assert stack.run(scenario()) == ["Usage records need the master key.", "Dashboards need the master key."] * 2

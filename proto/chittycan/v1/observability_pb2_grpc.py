@@ -60,7 +60,7 @@ class UsageServiceServicer:
 
     def WatchUsage(self, request, context):
         """Every usage record this engine process writes from now on, filtered by tenant and model; the initial
-        metadata is sent once the subscription is live.
+        metadata is sent once the subscription is live. Needs the master key (`authorization: Bearer <key>`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -68,13 +68,14 @@ class UsageServiceServicer:
 
     def GetMetrics(self, request, context):
         """Metrics aggregated from the whole ledger, plus this process's requests in flight, in Prometheus format.
+        Needs no key: the figures are by model and provider, as `GET /metrics` serves them.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetDashboard(self, request, context):
-        """The dashboard figures of a window.
+        """The dashboard figures of a window. Needs the master key.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

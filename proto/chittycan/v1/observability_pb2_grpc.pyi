@@ -39,12 +39,14 @@ class UsageServiceStub:
     def __new__(cls, channel: _aio.Channel) -> UsageServiceAsyncStub: ...
     WatchUsage: _grpc.UnaryStreamMultiCallable[_observability_pb2.WatchUsageRequest, _observability_pb2.WatchUsageResponse]
     """Every usage record this engine process writes from now on, filtered by tenant and model; the initial
-    metadata is sent once the subscription is live.
+    metadata is sent once the subscription is live. Needs the master key (`authorization: Bearer <key>`).
     """
     GetMetrics: _grpc.UnaryUnaryMultiCallable[_observability_pb2.GetMetricsRequest, _observability_pb2.GetMetricsResponse]
-    """Metrics aggregated from the whole ledger, plus this process's requests in flight, in Prometheus format."""
+    """Metrics aggregated from the whole ledger, plus this process's requests in flight, in Prometheus format.
+    Needs no key: the figures are by model and provider, as `GET /metrics` serves them.
+    """
     GetDashboard: _grpc.UnaryUnaryMultiCallable[_observability_pb2.GetDashboardRequest, _observability_pb2.GetDashboardResponse]
-    """The dashboard figures of a window."""
+    """The dashboard figures of a window. Needs the master key."""
 
 @_typing.type_check_only
 class UsageServiceAsyncStub(UsageServiceStub):
@@ -55,12 +57,14 @@ class UsageServiceAsyncStub(UsageServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     WatchUsage: _aio.UnaryStreamMultiCallable[_observability_pb2.WatchUsageRequest, _observability_pb2.WatchUsageResponse]  # type: ignore[assignment]
     """Every usage record this engine process writes from now on, filtered by tenant and model; the initial
-    metadata is sent once the subscription is live.
+    metadata is sent once the subscription is live. Needs the master key (`authorization: Bearer <key>`).
     """
     GetMetrics: _aio.UnaryUnaryMultiCallable[_observability_pb2.GetMetricsRequest, _observability_pb2.GetMetricsResponse]  # type: ignore[assignment]
-    """Metrics aggregated from the whole ledger, plus this process's requests in flight, in Prometheus format."""
+    """Metrics aggregated from the whole ledger, plus this process's requests in flight, in Prometheus format.
+    Needs no key: the figures are by model and provider, as `GET /metrics` serves them.
+    """
     GetDashboard: _aio.UnaryUnaryMultiCallable[_observability_pb2.GetDashboardRequest, _observability_pb2.GetDashboardResponse]  # type: ignore[assignment]
-    """The dashboard figures of a window."""
+    """The dashboard figures of a window. Needs the master key."""
 
 class UsageServiceServicer(metaclass=_abc_1.ABCMeta):
     """Usage records, metrics and dashboards. Records are per request; nothing here carries prompt or completion
@@ -74,7 +78,7 @@ class UsageServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_observability_pb2.WatchUsageResponse], _abc.AsyncIterator[_observability_pb2.WatchUsageResponse]]:
         """Every usage record this engine process writes from now on, filtered by tenant and model; the initial
-        metadata is sent once the subscription is live.
+        metadata is sent once the subscription is live. Needs the master key (`authorization: Bearer <key>`).
         """
 
     @_abc_1.abstractmethod
@@ -83,7 +87,9 @@ class UsageServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _observability_pb2.GetMetricsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_observability_pb2.GetMetricsResponse, _abc.Awaitable[_observability_pb2.GetMetricsResponse]]:
-        """Metrics aggregated from the whole ledger, plus this process's requests in flight, in Prometheus format."""
+        """Metrics aggregated from the whole ledger, plus this process's requests in flight, in Prometheus format.
+        Needs no key: the figures are by model and provider, as `GET /metrics` serves them.
+        """
 
     @_abc_1.abstractmethod
     def GetDashboard(
@@ -91,6 +97,6 @@ class UsageServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _observability_pb2.GetDashboardRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_observability_pb2.GetDashboardResponse, _abc.Awaitable[_observability_pb2.GetDashboardResponse]]:
-        """The dashboard figures of a window."""
+        """The dashboard figures of a window. Needs the master key."""
 
 def add_UsageServiceServicer_to_server(servicer: UsageServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
