@@ -17,7 +17,7 @@ from engine.cache import CachePolicy, ResponseCache, chat_cache_key, embedding_c
 from engine.dispatch import Dispatcher
 from engine.errors import GatewayError
 from engine.ledger import UsageLedger
-from engine.metering import BYPASS, MISS, InFlight, Meter
+from engine.metering import BYPASS, MISS, Defer, InFlight, Meter
 from engine.pricing import PriceTable
 from engine.routing import Route, Router
 
@@ -27,11 +27,13 @@ T = TypeVar("T")
 
 @dataclass(frozen=True, slots=True)
 class CallContext:
-    """Per-call facts from gRPC metadata: request id, credential and deadline (time.monotonic based)."""
+    """Per-call facts from gRPC metadata: request id, credential and deadline (time.monotonic based), and where
+    the call's bookkeeping goes (`defer`, see metering.Defer; None: done as the call ends)."""
 
     request_id: str
     authorization: str | None
     deadline: float | None
+    defer: Defer | None = None
 
 
 class Gateway:
@@ -75,6 +77,9 @@ class Gateway:
         principal.require(WRITE)
         return principal, self._router.resolve(model, embedding=embedding)
 
+    def _meter(self, ctx: CallContext, model: str, operation: usage_pb2.Operation.ValueType) -> Meter:
+        return Meter(self._ledger, self._in_flight, ctx.request_id, model, operation, ctx.defer)
+
     def _keyless(self, model: str, embedding: bool) -> bool:
         """Whether `model` is served inside the engine, where no credential is needed (unknown models are not)."""
         try:
@@ -88,7 +93,7 @@ class Gateway:
     async def complete(self, ctx: CallContext, call: gateway_pb2.CompleteRequest) -> gateway_pb2.CompleteResponse:
         """A non-streamed chat completion."""
         request = call.request
-        with Meter(self._ledger, self._in_flight, ctx.request_id, request.model, usage_pb2.OPERATION_CHAT) as meter:
+        with self._meter(ctx, request.model, usage_pb2.OPERATION_CHAT) as meter:
             principal, routes = self._start(ctx, call.options, request.model, meter)
             decision = self._policy.for_chat(request, call.options)
             key = chat_cache_key(self._scope(principal), routes[0], request) if decision.store else b""
@@ -110,7 +115,7 @@ class Gateway:
     async def embed(self, ctx: CallContext, call: gateway_pb2.EmbedRequest) -> gateway_pb2.EmbedResponse:
         """Embeddings."""
         request = call.request
-        with Meter(self._ledger, self._in_flight, ctx.request_id, request.model, usage_pb2.OPERATION_EMBED) as meter:
+        with self._meter(ctx, request.model, usage_pb2.OPERATION_EMBED) as meter:
             principal, routes = self._start(ctx, call.options, request.model, meter, embedding=True)
             decision = self._policy.for_embedding(call.options)
             key = embedding_cache_key(self._scope(principal), routes[0], request) if decision.store else b""
@@ -156,7 +161,7 @@ class Gateway:
         request = call.request
         include_usage = request.stream_options.include_usage
         operation = usage_pb2.OPERATION_STREAM_CHAT
-        with Meter(self._ledger, self._in_flight, ctx.request_id, request.model, operation) as meter:
+        with self._meter(ctx, request.model, operation) as meter:
             principal, routes = self._start(ctx, call.options, request.model, meter)
             decision = self._policy.for_chat(request, call.options)
             key = chat_cache_key(self._scope(principal), routes[0], request) if decision.store else b""

@@ -2,6 +2,8 @@
 
 import asyncio
 import time
+from collections.abc import Callable
+from functools import partial
 
 import grpc
 from google.protobuf import timestamp_pb2
@@ -25,6 +27,11 @@ class InFlight:
         self.count = 0
 
 
+# Takes the work of recording a finished call (serializing its usage record, queueing it for the ledger, its
+# request line) and runs it soon, in the call's context, but only once the call's answer has gone out.
+Defer = Callable[[Callable[[], None]], None]
+
+
 class Meter:
     """Used as a context manager around a whole call, so errors and cancellation are recorded too."""
 
@@ -35,9 +42,11 @@ class Meter:
         request_id: str,
         model: str,
         operation: usage_pb2.Operation.ValueType,
+        defer: Defer | None = None,
     ) -> None:
         self._ledger = ledger
         self._in_flight = in_flight
+        self._defer = defer
         self._started = time.perf_counter()
         self.attempted = Attempted()
         now = timestamp_pb2.Timestamp()
@@ -69,7 +78,10 @@ class Meter:
             record.routed_model = self.attempted.route.model
             record.provider = self.attempted.route.provider
         telemetry.annotate_span(record)
-        self._ledger.record(record)
+        if self._defer is None:
+            self._ledger.record(record)
+        else:
+            self._defer(partial(self._ledger.record, record))
 
     def caller(self, principal: Principal) -> None:
         """Attribute the call; named tenants are reported back in X-ChittyCan-Tenant."""

@@ -110,6 +110,28 @@ async def test_cancelled_stream_closes_its_upstream_request_and_spares_the_other
     assert cut[0].cancelled
 
 
+async def test_calls_cut_off_with_their_stream_are_still_recorded(stack: Stack) -> None:
+    """The engine records a call once its answer has gone out; calls that never send one, because the stream
+    broke under them, are recorded all the same, as cancelled."""
+    stack.call(lambda: stack.upstream.script(hang_after_chunks=1, times=3))
+    client = GatewayClient(f"127.0.0.1:{stack.engine.port}")
+    streams = [client.stream_chat(_chat(f"cut {i}"), api_key=API_KEY, request_id=f"req_cut_{i}") for i in range(3)]
+    for stream in streams:
+        first = await stream.read()
+        assert first is not None
+        assert first.HasField("header")
+    answer = await client.complete(_chat("answered"), api_key=API_KEY, request_id="req_answered")
+    assert answer.response.choices[0].message.text == "Hello! You said: answered"
+    await client.close()  # the stream breaks with three calls running
+    wanted = {"req_answered", "req_cut_0", "req_cut_1", "req_cut_2"}
+    async with asyncio.timeout(10):
+        while not wanted <= set(records := {r.request_id: r for r in stack.engine.ledger.read()}):
+            await _on_stack(stack, stack.engine.ledger.flush())
+            await asyncio.sleep(0.05)
+    assert not records["req_answered"].cancelled
+    assert all(records[f"req_cut_{i}"].cancelled for i in range(3))
+
+
 async def _raw_exchange(
     stack: Stack, requests: list[exchange_pb2.ExchangeRequest], events: int
 ) -> list[exchange_pb2.ExchangeEvent]:

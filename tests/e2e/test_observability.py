@@ -5,6 +5,7 @@ OTLP/HTTP receiver on loopback that the gateway processes export to.
 """
 
 import asyncio
+import io
 import secrets
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from typing import Any
 
 import aiohttp
 import openai
+import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -27,6 +29,7 @@ from chittycan.v1 import usage_pb2
 from clients.admin import read_master_key
 from clients.errors import AuthenticationError
 from clients.usage import UsageClient
+from engine.request_log import RequestLog
 from engine.server import Engine, start_engine
 from engine.telemetry import Telemetry
 from facade.app import create_app
@@ -62,6 +65,16 @@ class Traced:
     ended: _Ended
     engine: Engine
     base_url: str
+    request_lines: io.StringIO
+
+    async def request_line(self, request_id: str) -> dict[str, Any]:
+        """The engine's request-log line for `request_id`, once written."""
+        async with asyncio.timeout(10):
+            while True:
+                for line in self.request_lines.getvalue().splitlines():
+                    if (fields := orjson.loads(line))["request_id"] == request_id:
+                        return fields  # type: ignore[no-any-return]
+                await asyncio.sleep(0.02)
 
     async def spans_when(self, ready: Callable[[Sequence[ReadableSpan]], bool]) -> list[ReadableSpan]:
         async with asyncio.timeout(10):
@@ -87,12 +100,14 @@ async def traced_factory(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
         _, runner, upstream_url = await start_upstream()
         cleanups.append(runner.cleanup)
         settings = gateway_settings(tmp_path / f"data{len(cleanups)}", upstream_url)
-        engine = await start_engine(settings, telemetry=Telemetry(provider, trace_content=trace_content))
+        lines = io.StringIO()
+        telemetry = Telemetry(provider, trace_content=trace_content)
+        engine = await start_engine(settings, telemetry=telemetry, request_log=RequestLog(lines))
         cleanups.append(lambda: engine.stop(grace=1.0))
         facade = TestServer(create_app(f"127.0.0.1:{engine.port}", tracer_provider=provider), host="127.0.0.1")
         await facade.start_server()
         cleanups.append(facade.close)
-        return Traced(exporter, ended, engine, str(facade.make_url("/v1")))
+        return Traced(exporter, ended, engine, str(facade.make_url("/v1")), lines)
 
     yield start
     for cleanup in reversed(cleanups):
@@ -144,6 +159,8 @@ async def test_one_trace_from_client_through_facade_and_engine_to_provider(
     assert _child_of(engine, facade), "the gRPC hop carries the facade span as parent"
     assert _child_of(provider, engine)
     assert (facade.kind, engine.kind, provider.kind) == (SpanKind.SERVER, SpanKind.SERVER, SpanKind.CLIENT)
+    line = await gateway.request_line(raw.headers["x-request-id"])
+    assert (line["trace_id"], line["span_id"]) == (f"{trace_id:032x}", f"{engine.context.span_id:016x}")
 
     assert facade.attributes is not None
     assert engine.attributes is not None
