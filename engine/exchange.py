@@ -92,7 +92,8 @@ class _Session:
     A finished call's bookkeeping (its usage record and request line, handed over through `CallContext.defer`)
     runs right after the writer has handed the call's answer to gRPC, while the message is on its way, instead
     of before it: a cache hit's round trip is ~40 us shorter (measured), as the loop has work while the
-    write completes instead of sleeping until it does.
+    write completes instead of sleeping until it does. When the writer is in the middle of a write, which a
+    slow reader's flow control can hold up for long, the bookkeeping runs at once instead.
     """
 
     def __init__(
@@ -108,6 +109,7 @@ class _Session:
         self._windows: dict[int, _Window] = {}
         self._queued: list[bytes] = []
         self._deferred: list[tuple[Callable[[], None], contextvars.Context]] = []
+        self._writing = False
         self._wake = asyncio.Event()
         self._closed = False
 
@@ -162,14 +164,23 @@ class _Session:
                     loop.call_soon(work, context=context)
                 if self._queued:
                     message, self._queued = take_batch(self._queued)
-                    await self._write(message)
+                    self._writing = True
+                    try:
+                        await self._write(message)
+                    finally:
+                        self._writing = False
             if self._closed:
                 return
 
     def _defer(self, work: Callable[[], None]) -> None:
-        """CallContext.defer: run `work`, in the caller's context, once the answers queued by then are sent."""
-        self._deferred.append((work, contextvars.copy_context()))
-        self._wake.set()
+        """CallContext.defer: run `work`, in the caller's context, once the writer starts sending the answers
+        queued by then, or at once if it is busy with a write."""
+        context = contextvars.copy_context()
+        if self._writing:
+            asyncio.get_running_loop().call_soon(work, context=context)
+        else:
+            self._deferred.append((work, context))
+            self._wake.set()
 
     def _emit(self, event: exchange_pb2.ExchangeEvent) -> None:
         """Queue `event`; raises GatewayError (for its call) when it is too large for a stream message."""

@@ -58,6 +58,10 @@ def load_fixture(relpath: str) -> bytes:
     return (FIXTURES / relpath).read_bytes()
 
 
+# Real providers take long-context prompts of many megabytes; aiohttp's default would refuse over 1 MiB.
+_MAX_BODY = 64 << 20
+
+
 @dataclass
 class _Script:
     model: str | None
@@ -84,7 +88,7 @@ class ScriptedUpstream:
         self.request_arrived = asyncio.Event()
         self._scripts: list[_Script] = []
         self._hangs: set[asyncio.Future[None]] = set()
-        self.app = web.Application()
+        self.app = web.Application(client_max_size=_MAX_BODY)
         self.app.on_shutdown.append(self._release_hangs)
         openai, anthropic = openai_status_body, anthropic_status_body
         self.app.router.add_post("/v1/chat/completions", self._handler(render_chat, openai))

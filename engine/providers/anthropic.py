@@ -17,7 +17,7 @@ from engine.providers.anthropic_translate import (
     messages_body_from_proto,
     response_from_anthropic,
 )
-from engine.providers.base import UpstreamCall, connection_error, timeout_error, truncated_error
+from engine.providers.base import UpstreamCall, connection_error, timeout_error, truncated_error, upstream_body
 from engine.providers.sse import iter_sse_events
 
 ANTHROPIC_VERSION = "2023-06-01"
@@ -48,7 +48,10 @@ class AnthropicProvider:
         data = orjson.dumps(messages_body_from_proto(request, call.model, stream=False))
         try:
             async with self._session.post(
-                self._url, data=data, headers=self._headers(call), timeout=call.client_timeout(streaming=False)
+                self._url,
+                data=upstream_body(data),
+                headers=self._headers(call),
+                timeout=call.client_timeout(streaming=False),
             ) as resp:
                 raw = await resp.read()
                 if resp.status != 200:
@@ -75,7 +78,10 @@ class AnthropicProvider:
         translator = StreamTranslator(int(self._clock()))
         try:
             async with self._session.post(
-                self._url, data=data, headers=self._headers(call), timeout=call.client_timeout(streaming=True)
+                self._url,
+                data=upstream_body(data),
+                headers=self._headers(call),
+                timeout=call.client_timeout(streaming=True),
             ) as resp:
                 if resp.status != 200:
                     raise error_from_response(resp.status, await resp.read(), resp.headers)

@@ -1,5 +1,6 @@
 """The Provider protocol every upstream dialect implements, and the per-call upstream parameters."""
 
+import io
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
@@ -32,6 +33,16 @@ class UpstreamCall:
             sock_connect=self.connect_timeout,
             sock_read=self.first_byte_timeout,
         )
+
+
+# aiohttp sends a bytes body in one write and warns (ResourceWarning) above 1 MiB; a file-like one goes in chunks.
+_LARGE_BODY = 1 << 20
+
+
+def upstream_body(data: bytes) -> bytes | io.BytesIO:
+    """A request body for aiohttp: small ones as they are, large ones (long prompts) as a stream written in
+    chunks as the socket takes them."""
+    return io.BytesIO(data) if len(data) > _LARGE_BODY else data
 
 
 class Provider(Protocol):

@@ -11,7 +11,14 @@ from multidict import CIMultiDictProxy
 from chittycan.v1 import completion_pb2, embedding_pb2, error_pb2
 from engine import errors
 from engine.errors import GatewayError
-from engine.providers.base import UpstreamCall, connection_error, timeout_error, truncated_error, upstream_error
+from engine.providers.base import (
+    UpstreamCall,
+    connection_error,
+    timeout_error,
+    truncated_error,
+    upstream_body,
+    upstream_error,
+)
 from engine.providers.openai_translate import (
     chat_body_from_proto,
     chunk_from_openai,
@@ -72,7 +79,10 @@ class OpenAIProvider:
     async def _post(self, url: str, body: dict[str, Any], call: UpstreamCall) -> Any:
         try:
             async with self._session.post(
-                url, data=orjson.dumps(body), headers=self._headers(call), timeout=call.client_timeout(streaming=False)
+                url,
+                data=upstream_body(orjson.dumps(body)),
+                headers=self._headers(call),
+                timeout=call.client_timeout(streaming=False),
             ) as resp:
                 raw = await resp.read()
                 if resp.status != 200:
@@ -100,7 +110,10 @@ class OpenAIProvider:
         data = orjson.dumps(chat_body_from_proto(request, call.model, stream=True))
         try:
             async with self._session.post(
-                self._chat_url, data=data, headers=self._headers(call), timeout=call.client_timeout(streaming=True)
+                self._chat_url,
+                data=upstream_body(data),
+                headers=self._headers(call),
+                timeout=call.client_timeout(streaming=True),
             ) as resp:
                 if resp.status != 200:
                     raise error_from_response(resp.status, await resp.read(), resp.headers)

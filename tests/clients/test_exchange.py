@@ -132,6 +132,40 @@ async def test_calls_cut_off_with_their_stream_are_still_recorded(stack: Stack) 
     assert all(records[f"req_cut_{i}"].cancelled for i in range(3))
 
 
+async def test_calls_are_recorded_while_a_reader_that_does_not_read_holds_the_stream_up(stack: Stack) -> None:
+    """64 MiB of answers, more than gRPC buffers for a reader that is not reading, so the engine's writes wait;
+    the calls' usage records do not wait with them. (Prompts of 4 MiB each also check that long prompts reach
+    the upstream.)"""
+    authorization = call_headers(API_KEY, None, None).authorization
+    calls = [
+        exchange_pb2.ExchangeCall(
+            call_id=i,
+            headers=exchange_pb2.CallHeaders(request_id=f"req_held_{i}", authorization=authorization),
+            complete=gateway_pb2.CompleteRequest(request=_chat(f"{i % 10}" * (4 << 20))),
+        )
+        for i in range(16)
+    ]
+    wanted = {f"req_held_{i}" for i in range(16)}
+    options = [("grpc.max_receive_message_length", 64 << 20)]
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{stack.engine.port}", options=options) as channel:
+        call = exchange_pb2_grpc.ExchangeServiceStub(channel).Exchange()
+        for first in range(0, 16, 4):  # four calls (16 MiB) per message
+            await call.write(exchange_pb2.ExchangeRequest(calls=calls[first : first + 4]))
+        async with asyncio.timeout(20):
+            while not wanted <= {r.request_id for r in stack.engine.ledger.read()}:
+                await _on_stack(stack, stack.engine.ledger.flush())
+                await asyncio.sleep(0.05)
+        events: list[exchange_pb2.ExchangeEvent] = []
+        async with asyncio.timeout(20):
+            while len(events) < len(calls):
+                response = await call.read()
+                assert response is not grpc.aio.EOF
+                events += response.events
+        await call.done_writing()
+    assert [e.WhichOneof("event") for e in events] == ["complete"] * len(calls), [e.status for e in events]
+    assert {e.complete.response.choices[0].message.text[-3:] for e in events} == {f"{i}" * 3 for i in range(10)}
+
+
 async def _raw_exchange(
     stack: Stack, requests: list[exchange_pb2.ExchangeRequest], events: int
 ) -> list[exchange_pb2.ExchangeEvent]:
