@@ -28,7 +28,7 @@ class InFlight:
 
 
 # Takes the work of recording a finished call (serializing its usage record, queueing it for the ledger, its
-# request line) and runs it soon, in the call's context, but only once the call's answer has gone out.
+# request line) and runs it soon, in the call's context: after the call's answer has gone out where it can.
 Defer = Callable[[Callable[[], None]], None]
 
 
