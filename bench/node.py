@@ -37,23 +37,23 @@ def run_script(npx: str, base_url: str, api_key: str) -> float:
     return value / 1000 if found.group(2) == "ms" else value
 
 
-def per_call(base_url: str, api_key: str, calls: int) -> dict[str, float]:
-    """Mean, p50, p90, p99 (ms) and calls over 2 ms of `calls` timed calls after 300 warm-up calls."""
-    env = {**os.environ, "OPENAI_API_KEY": api_key, "OPENAI_BASE": f"{base_url}/v1"}
-    done = subprocess.run(
-        ["node", "bench/node_calls.mjs", str(calls)], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
-    )
+def per_call(urls: dict[str, str], api_key: str, calls: int) -> dict[str, dict[str, float]]:
+    """Per target: mean, p50, p90, p99 (ms) and calls over 2 ms, of `calls` calls timed one by one after 300
+    warm-up calls, the targets called in turn."""
+    env = {**os.environ, "OPENAI_API_KEY": api_key}
+    argv = ["node", "bench/node_calls.mjs", str(calls), *(f"{url}/v1" for url in urls.values())]
+    done = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     if done.returncode != 0:
         raise RuntimeError(f"bench/node_calls.mjs failed:\n{done.stdout}\n{done.stderr}")
-    figures: dict[str, float] = orjson.loads(done.stdout.strip().splitlines()[-1])
-    return figures
+    by_url = orjson.loads(done.stdout.strip().splitlines()[-1])
+    return {target: by_url[f"{url}/v1"] for target, url in urls.items()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=3, help="runs of the script per target (default 3)")
     parser.add_argument("--workers", type=int, default=1, help="can serve --workers (default 1)")
-    parser.add_argument("--calls", type=int, default=2000, help="calls timed one by one per target (0: skip)")
+    parser.add_argument("--calls", type=int, default=2000, help="calls timed one by one per target, in turn (0: skip)")
     parser.add_argument("--out", default="bench-results-node.json")
     args = parser.parse_args()
     npx = shutil.which("npx")
@@ -70,8 +70,9 @@ def main() -> None:
                 seconds = run_script(npx, service.base_url, service.api_key)
                 results[target].append(seconds)
                 say(f"run {run} {target:8} 1000-calls {seconds:.3f} s")
-        for target, service in (("direct", upstream), ("gateway", gateway)) if args.calls else ():
-            figures = calls[target] = per_call(service.base_url, service.api_key, args.calls)
+        if args.calls:
+            calls = per_call({"direct": upstream.base_url, "gateway": gateway.base_url}, gateway.api_key, args.calls)
+        for target, figures in calls.items():
             say(
                 f"per call {target:8} mean {figures['mean']:.3f} p50 {figures['p50']:.3f} p90 {figures['p90']:.3f} "
                 f"p99 {figures['p99']:.3f} ms, {figures['over_2ms']:.0f} of {args.calls} over 2 ms"
