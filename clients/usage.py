@@ -11,6 +11,9 @@ from chittycan.v1 import observability_pb2, observability_pb2_grpc, usage_pb2
 from clients.errors import error_from_aio
 from clients.gateway import CHANNEL_OPTIONS
 
+# What the engine's WatchUsage sends as its initial metadata once the subscription is live.
+_LIVE = ("chittycan-watch", "live")
+
 
 class UsageWatch:
     """A running WatchUsage call: iterate its records; `cancel()` ends it, and the iteration with it."""
@@ -25,9 +28,11 @@ class UsageWatch:
         call = self._call
         try:
             metadata = await call.initial_metadata()
-            if call.done() and (code := await call.code()) != grpc.StatusCode.OK:
-                trailing, details = await call.trailing_metadata(), await call.details()
-                raise grpc.aio.AioRpcError(code, metadata, trailing, details)
+            if _LIVE in tuple(metadata or ()):
+                return
+            code = await call.code()  # the call ended without going live: wait for why
+            if code != grpc.StatusCode.OK:
+                raise grpc.aio.AioRpcError(code, metadata, await call.trailing_metadata(), await call.details())
         except grpc.aio.AioRpcError as err:
             raise error_from_aio(err) from None
 

@@ -60,7 +60,8 @@ class UsageServiceServicer:
 
     def WatchUsage(self, request, context):
         """Every usage record this engine process writes from now on, filtered by tenant and model; the initial
-        metadata is sent once the subscription is live. Needs the master key (`authorization: Bearer <key>`).
+        metadata, `chittycan-watch: live`, is sent once the subscription is live. Needs the master key
+        (`authorization: Bearer <key>`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

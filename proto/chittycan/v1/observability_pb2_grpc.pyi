@@ -39,7 +39,8 @@ class UsageServiceStub:
     def __new__(cls, channel: _aio.Channel) -> UsageServiceAsyncStub: ...
     WatchUsage: _grpc.UnaryStreamMultiCallable[_observability_pb2.WatchUsageRequest, _observability_pb2.WatchUsageResponse]
     """Every usage record this engine process writes from now on, filtered by tenant and model; the initial
-    metadata is sent once the subscription is live. Needs the master key (`authorization: Bearer <key>`).
+    metadata, `chittycan-watch: live`, is sent once the subscription is live. Needs the master key
+    (`authorization: Bearer <key>`).
     """
     GetMetrics: _grpc.UnaryUnaryMultiCallable[_observability_pb2.GetMetricsRequest, _observability_pb2.GetMetricsResponse]
     """Metrics aggregated from the whole ledger, plus this process's requests in flight, in Prometheus format.
@@ -57,7 +58,8 @@ class UsageServiceAsyncStub(UsageServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     WatchUsage: _aio.UnaryStreamMultiCallable[_observability_pb2.WatchUsageRequest, _observability_pb2.WatchUsageResponse]  # type: ignore[assignment]
     """Every usage record this engine process writes from now on, filtered by tenant and model; the initial
-    metadata is sent once the subscription is live. Needs the master key (`authorization: Bearer <key>`).
+    metadata, `chittycan-watch: live`, is sent once the subscription is live. Needs the master key
+    (`authorization: Bearer <key>`).
     """
     GetMetrics: _aio.UnaryUnaryMultiCallable[_observability_pb2.GetMetricsRequest, _observability_pb2.GetMetricsResponse]  # type: ignore[assignment]
     """Metrics aggregated from the whole ledger, plus this process's requests in flight, in Prometheus format.
@@ -78,7 +80,8 @@ class UsageServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_observability_pb2.WatchUsageResponse], _abc.AsyncIterator[_observability_pb2.WatchUsageResponse]]:
         """Every usage record this engine process writes from now on, filtered by tenant and model; the initial
-        metadata is sent once the subscription is live. Needs the master key (`authorization: Bearer <key>`).
+        metadata, `chittycan-watch: live`, is sent once the subscription is live. Needs the master key
+        (`authorization: Bearer <key>`).
         """
 
     @_abc_1.abstractmethod
