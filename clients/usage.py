@@ -7,12 +7,10 @@ from collections.abc import AsyncIterator
 import grpc
 from google.protobuf import timestamp_pb2
 
+from chittycan.usage_watch import LIVE_METADATA
 from chittycan.v1 import observability_pb2, observability_pb2_grpc, usage_pb2
 from clients.errors import error_from_aio
 from clients.gateway import CHANNEL_OPTIONS
-
-# What the engine's WatchUsage sends as its initial metadata once the subscription is live.
-_LIVE = ("chittycan-watch", "live")
 
 
 class UsageWatch:
@@ -28,7 +26,7 @@ class UsageWatch:
         call = self._call
         try:
             metadata = await call.initial_metadata()
-            if _LIVE in tuple(metadata or ()):
+            if LIVE_METADATA in tuple(metadata or ()):
                 return
             code = await call.code()  # the call ended without going live: wait for why
             if code != grpc.StatusCode.OK:

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable
 import grpc
 from google.protobuf import timestamp_pb2
 
+from chittycan.usage_watch import LIVE_METADATA
 from chittycan.v1 import observability_pb2, observability_pb2_grpc, usage_pb2
 from engine import errors
 from engine.admin import check_master_key
@@ -21,8 +22,6 @@ from engine.metrics import CONTENT_TYPE, LedgerMetrics
 from engine.service import abort, internal_error
 
 DEFAULT_WINDOW_NS = 24 * 3600 * 10**9
-# WatchUsage's initial metadata: the subscription is live (a refusal ends the call without it).
-LIVE = ("chittycan-watch", "live")
 
 
 class UsageServicer(observability_pb2_grpc.UsageServiceServicer):
@@ -51,7 +50,9 @@ class UsageServicer(observability_pb2_grpc.UsageServiceServicer):
         except GatewayError as err:
             await abort(context, err)
         after = self._ledger.newest_sequence()
-        await context.send_initial_metadata((LIVE,))  # the subscription is live: what is written from now on follows
+        await context.send_initial_metadata(
+            (LIVE_METADATA,)
+        )  # the subscription is live: what is written from now on follows
         async for record in self._ledger.follow(after):
             if _matches(record, request):
                 yield observability_pb2.WatchUsageResponse(record=record)
