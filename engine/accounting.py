@@ -4,16 +4,18 @@ import asyncio
 import logging
 from collections.abc import Iterable
 
-import aiohttp
 import orjson
 
 from chittycan.v1 import completion_pb2
 from engine.budgets import Budgets, Hold, Settled
 from engine.pricing import PriceTable
 from engine.routing import Route
+from engine.upstream_http import Timeouts, UpstreamHttp, UpstreamHttpError
 
 log = logging.getLogger(__name__)
 _UNPRICED_ESTIMATE_MICROS = 10_000  # a call on a model without a price holds one cent
+_JSON = {"Content-Type": "application/json"}
+_WEBHOOK_TIMEOUTS = Timeouts(connect=10.0, read=30.0, total=30.0)
 
 
 def estimate_prompt_tokens(messages: Iterable[completion_pb2.Message]) -> int:
@@ -39,13 +41,13 @@ class Accountant:
         *,
         default_completion_tokens: int,
         webhook_url: str = "",
-        session: aiohttp.ClientSession | None = None,
+        http: UpstreamHttp | None = None,
     ) -> None:
         self._budgets = budgets
         self._prices = prices
         self._default_completion_tokens = default_completion_tokens
         self._webhook_url = webhook_url
-        self._session = session
+        self._http = http
         self._webhooks: set[asyncio.Task[None]] = set()
 
     def estimate_micros(self, route: Route, prompt_tokens: int, completion_tokens: int) -> int:
@@ -86,7 +88,7 @@ class Accountant:
             f"${hold.budget_micros / 1e6:.2f}",
             hold.month,
         )
-        if self._webhook_url and self._session is not None:
+        if self._webhook_url and self._http is not None:
             body = {
                 "tenant": hold.tenant,
                 "month": hold.month,
@@ -99,14 +101,13 @@ class Accountant:
             task.add_done_callback(self._webhooks.discard)
 
     async def _post(self, body: dict[str, object]) -> None:
-        assert self._session is not None
+        assert self._http is not None
         try:
-            async with self._session.post(
-                self._webhook_url, data=orjson.dumps(body), headers={"Content-Type": "application/json"}
-            ) as resp:
+            async with self._http.post(self._webhook_url, orjson.dumps(body), _JSON, _WEBHOOK_TIMEOUTS) as resp:
+                await resp.read()
                 if resp.status >= 300:
                     log.warning("budget alert webhook answered HTTP %d", resp.status)
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except (UpstreamHttpError, TimeoutError) as exc:
             log.warning("budget alert webhook failed: %s", type(exc).__name__)
 
     async def close(self) -> None:

@@ -5,7 +5,6 @@ import logging
 import signal
 from dataclasses import dataclass
 
-import aiohttp
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
@@ -33,6 +32,7 @@ from engine.service import GatewayServicer
 from engine.store import Store, StoreWriter
 from engine.telemetry import Telemetry
 from engine.tokens import TokenStore
+from engine.upstream_http import UpstreamHttp
 from engine.usage_service import UsageServicer
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ class Engine:
     budgets: Budgets
     tokens: TokenStore
     _accountant: Accountant
-    _session: aiohttp.ClientSession
+    _http: UpstreamHttp
     _writer: StoreWriter
     _store: Store
     telemetry: Telemetry
@@ -78,7 +78,7 @@ class Engine:
         await self._writer.close()
         if self._request_log is not None:
             await asyncio.to_thread(self._request_log.close)
-        await self._session.close()
+        await self._http.close()
         for provider in self._in_process:
             await asyncio.to_thread(provider.close)
         self._store.close()
@@ -97,11 +97,8 @@ async def start_engine(
     store = Store(settings.data_dir, map_size=settings.store_map_size)
     writer = StoreWriter(store)
     writer.start()
-    session = aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=60),
-        auto_decompress=True,
-    )
-    built = {name: build_provider(p, session) for name, p in settings.providers.items()}
+    http = UpstreamHttp()
+    built = {name: build_provider(p, http) for name, p in settings.providers.items()}
     providers = {name: traced(provider, telemetry) for name, provider in built.items()}
     in_process = [p for p in built.values() if isinstance(p, LocalProvider)]
     ledger = UsageLedger(
@@ -123,7 +120,7 @@ async def start_engine(
         prices,
         default_completion_tokens=tenancy.default_completion_tokens,
         webhook_url=tenancy.webhook_url,
-        session=session,
+        http=http,
     )
     in_flight = InFlight()
     gateway = Gateway(
@@ -170,7 +167,7 @@ async def start_engine(
         budgets,
         tokens,
         accountant,
-        session,
+        http,
         writer,
         store,
         telemetry,

@@ -4,7 +4,6 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import aiohttp
 import grpc
 import orjson
 
@@ -17,8 +16,9 @@ from engine.providers.anthropic_translate import (
     messages_body_from_proto,
     response_from_anthropic,
 )
-from engine.providers.base import UpstreamCall, connection_error, timeout_error, truncated_error, upstream_body
+from engine.providers.base import UpstreamCall, connection_error, timeout_error, truncated_error
 from engine.providers.sse import iter_sse_events
+from engine.upstream_http import UpstreamHttp, UpstreamHttpError
 
 ANTHROPIC_VERSION = "2023-06-01"
 """The `anthropic-version` header every request carries (https://docs.anthropic.com/en/api/versioning)."""
@@ -27,11 +27,9 @@ ANTHROPIC_VERSION = "2023-06-01"
 class AnthropicProvider:
     """Anthropic's /v1/messages, unary and streamed; Anthropic has no embeddings API."""
 
-    def __init__(
-        self, name: str, base_url: str, session: aiohttp.ClientSession, *, clock: Callable[[], float] = time.time
-    ) -> None:
+    def __init__(self, name: str, base_url: str, http: UpstreamHttp, *, clock: Callable[[], float] = time.time) -> None:
         self.name = name
-        self._session = session
+        self._http = http
         # The base URL is taken without /v1, as the Anthropic SDK takes it; one that ends in /v1 is accepted too.
         base = base_url.rstrip("/")
         self._url = base + ("/messages" if base.endswith("/v1") else "/v1/messages")
@@ -47,18 +45,13 @@ class AnthropicProvider:
         """One non-streamed completion."""
         data = orjson.dumps(messages_body_from_proto(request, call.model, stream=False))
         try:
-            async with self._session.post(
-                self._url,
-                data=upstream_body(data),
-                headers=self._headers(call),
-                timeout=call.client_timeout(streaming=False),
-            ) as resp:
+            async with self._http.post(self._url, data, self._headers(call), call.timeouts(streaming=False)) as resp:
                 raw = await resp.read()
                 if resp.status != 200:
                     raise error_from_response(resp.status, raw, resp.headers)
         except TimeoutError:
             raise timeout_error(self.name) from None
-        except aiohttp.ClientError as exc:
+        except UpstreamHttpError as exc:
             raise connection_error(self.name, exc) from None
         try:
             body = orjson.loads(raw)
@@ -77,15 +70,10 @@ class AnthropicProvider:
         data = orjson.dumps(messages_body_from_proto(request, call.model, stream=True))
         translator = StreamTranslator(int(self._clock()))
         try:
-            async with self._session.post(
-                self._url,
-                data=upstream_body(data),
-                headers=self._headers(call),
-                timeout=call.client_timeout(streaming=True),
-            ) as resp:
+            async with self._http.post(self._url, data, self._headers(call), call.timeouts(streaming=True)) as resp:
                 if resp.status != 200:
                     raise error_from_response(resp.status, await resp.read(), resp.headers)
-                async for event in iter_sse_events(resp.content):
+                async for event in iter_sse_events(resp.lines()):
                     chunk = translator.chunk_from_event(event.event, _event_data(event.data))
                     if chunk is not None:
                         yield chunk
@@ -93,7 +81,7 @@ class AnthropicProvider:
                         return
         except TimeoutError:
             raise timeout_error(self.name) from None
-        except (aiohttp.ClientError, orjson.JSONDecodeError) as exc:
+        except (UpstreamHttpError, orjson.JSONDecodeError) as exc:
             raise connection_error(self.name, exc) from None
         raise truncated_error(self.name)
 

@@ -1,16 +1,15 @@
 """The Provider protocol every upstream dialect implements, and the per-call upstream parameters."""
 
-import io
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-import aiohttp
 import grpc
 
 from chittycan.v1 import completion_pb2, embedding_pb2, error_pb2
 from engine import errors
 from engine.errors import GatewayError
+from engine.upstream_http import Timeouts, UpstreamHttpError
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,23 +25,13 @@ class UpstreamCall:
     first_byte_timeout: float
     total_timeout: float
 
-    def client_timeout(self, *, streaming: bool) -> aiohttp.ClientTimeout:
-        """The aiohttp timeout: a stream has no total bound beyond the per-chunk one and the gRPC deadline."""
-        return aiohttp.ClientTimeout(
+    def timeouts(self, *, streaming: bool) -> Timeouts:
+        """The HTTP timeouts: a stream has no total bound beyond the per-chunk one and the gRPC deadline."""
+        return Timeouts(
+            connect=self.connect_timeout,
+            read=self.first_byte_timeout,
             total=None if streaming else self.total_timeout,
-            sock_connect=self.connect_timeout,
-            sock_read=self.first_byte_timeout,
         )
-
-
-# aiohttp sends a bytes body in one write and warns (ResourceWarning) above 1 MiB; a file-like one goes in chunks.
-_LARGE_BODY = 1 << 20
-
-
-def upstream_body(data: bytes) -> bytes | io.BytesIO:
-    """A request body for aiohttp: small ones as they are, large ones (long prompts) as a stream written in
-    chunks as the socket takes them."""
-    return io.BytesIO(data) if len(data) > _LARGE_BODY else data
 
 
 class Provider(Protocol):
@@ -98,11 +87,10 @@ def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
 
 
 def connection_error(provider: str, exc: BaseException) -> GatewayError:
-    """The upstream could not be reached or broke the connection."""
+    """The upstream could not be reached, broke the connection or sent what cannot be parsed."""
+    reason = str(exc) if isinstance(exc, UpstreamHttpError) else type(exc).__name__
     return GatewayError(
-        grpc.StatusCode.UNAVAILABLE,
-        errors.UPSTREAM_UNAVAILABLE,
-        f"Could not reach the {provider} upstream ({type(exc).__name__}).",
+        grpc.StatusCode.UNAVAILABLE, errors.UPSTREAM_UNAVAILABLE, f"Could not reach the {provider} upstream ({reason})."
     )
 
 

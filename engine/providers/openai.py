@@ -1,12 +1,10 @@
 """OpenAI-compatible upstreams (OpenAI, Groq, Ollama, vLLM ...): the I/O half; translators live beside it."""
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-import aiohttp
 import grpc
 import orjson
-from multidict import CIMultiDictProxy
 
 from chittycan.v1 import completion_pb2, embedding_pb2, error_pb2
 from engine import errors
@@ -16,7 +14,6 @@ from engine.providers.base import (
     connection_error,
     timeout_error,
     truncated_error,
-    upstream_body,
     upstream_error,
 )
 from engine.providers.openai_translate import (
@@ -27,11 +24,12 @@ from engine.providers.openai_translate import (
     response_from_openai,
 )
 from engine.providers.sse import iter_sse_events
+from engine.upstream_http import UpstreamHttp, UpstreamHttpError
 
 _JSON = {"Content-Type": "application/json"}
 
 
-def error_from_response(status: int, body: bytes, headers: CIMultiDictProxy[str] | dict[str, str]) -> GatewayError:
+def error_from_response(status: int, body: bytes, headers: Mapping[str, str]) -> GatewayError:
     """Map an OpenAI-format error response, keeping its status, type, code, param and message."""
     error: dict[str, Any] = {}
     try:
@@ -65,9 +63,9 @@ def _default_type(status: int) -> str:
 class OpenAIProvider:
     """Any upstream speaking OpenAI's /chat/completions and /embeddings."""
 
-    def __init__(self, name: str, base_url: str, session: aiohttp.ClientSession) -> None:
+    def __init__(self, name: str, base_url: str, http: UpstreamHttp) -> None:
         self.name = name
-        self._session = session
+        self._http = http
         self._chat_url = f"{base_url}/chat/completions"
         self._embeddings_url = f"{base_url}/embeddings"
 
@@ -78,18 +76,15 @@ class OpenAIProvider:
 
     async def _post(self, url: str, body: dict[str, Any], call: UpstreamCall) -> Any:
         try:
-            async with self._session.post(
-                url,
-                data=upstream_body(orjson.dumps(body)),
-                headers=self._headers(call),
-                timeout=call.client_timeout(streaming=False),
+            async with self._http.post(
+                url, orjson.dumps(body), self._headers(call), call.timeouts(streaming=False)
             ) as resp:
                 raw = await resp.read()
                 if resp.status != 200:
                     raise error_from_response(resp.status, raw, resp.headers)
         except TimeoutError:
             raise timeout_error(self.name) from None
-        except aiohttp.ClientError as exc:
+        except UpstreamHttpError as exc:
             raise connection_error(self.name, exc) from None
         try:
             return orjson.loads(raw)
@@ -109,15 +104,12 @@ class OpenAIProvider:
         """Chunks as the upstream sends them; a stream that ends without `[DONE]` raises UNAVAILABLE."""
         data = orjson.dumps(chat_body_from_proto(request, call.model, stream=True))
         try:
-            async with self._session.post(
-                self._chat_url,
-                data=upstream_body(data),
-                headers=self._headers(call),
-                timeout=call.client_timeout(streaming=True),
+            async with self._http.post(
+                self._chat_url, data, self._headers(call), call.timeouts(streaming=True)
             ) as resp:
                 if resp.status != 200:
                     raise error_from_response(resp.status, await resp.read(), resp.headers)
-                async for event in iter_sse_events(resp.content):
+                async for event in iter_sse_events(resp.lines()):
                     if event.data == b"[DONE]":
                         return
                     body = orjson.loads(event.data)
@@ -126,7 +118,7 @@ class OpenAIProvider:
                     yield chunk_from_openai(body)
         except TimeoutError:
             raise timeout_error(self.name) from None
-        except (aiohttp.ClientError, orjson.JSONDecodeError) as exc:
+        except (UpstreamHttpError, orjson.JSONDecodeError) as exc:
             raise connection_error(self.name, exc) from None
         raise truncated_error(self.name)
 

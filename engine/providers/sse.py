@@ -1,9 +1,7 @@
 """Server-sent events parsing for upstream streams (https://html.spec.whatwg.org/multipage/server-sent-events.html)."""
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
-
-import aiohttp
 
 
 @dataclass(frozen=True, slots=True)
@@ -14,11 +12,12 @@ class SseEvent:
     data: bytes
 
 
-async def iter_sse_events(content: aiohttp.StreamReader) -> AsyncIterator[SseEvent]:
-    """Yield events as their terminating blank line arrives; comments and unknown fields are skipped."""
+async def iter_sse_events(lines: AsyncIterable[bytes]) -> AsyncIterator[SseEvent]:
+    """Yield events from a body's lines (split at "\\n") as their terminating blank line arrives; comments and
+    unknown fields are skipped."""
     event = ""
     data: list[bytes] = []
-    async for raw in content:
+    async for raw in lines:
         line = raw.rstrip(b"\r\n")
         if not line:
             if data:

@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
 import grpc
 import pytest
 
@@ -20,6 +19,7 @@ from engine.dispatch import Attempted, Dispatcher
 from engine.errors import GatewayError
 from engine.providers import build_provider
 from engine.routing import Route
+from engine.upstream_http import UpstreamHttp
 from tests.upstream import ScriptedUpstream, load_fixture, start_upstream
 
 HELLO = completion_pb2.ChatRequest(
@@ -43,7 +43,7 @@ class Harness:
 
     upstream: ScriptedUpstream
     url: str
-    session: aiohttp.ClientSession
+    session: UpstreamHttp
     waits: list[float] = field(default_factory=list)
     providers: dict[str, ProviderSettings] = field(default_factory=dict)
 
@@ -73,14 +73,15 @@ class Harness:
 @pytest.fixture
 async def harness() -> AsyncIterator[Harness]:
     upstream, runner, url = await start_upstream()
-    async with aiohttp.ClientSession() as session:
-        h = Harness(upstream, url, session)
-        h.add("openai", key="sk-gateway-openai", key_env="OPENAI_API_KEY")
-        h.add("anthropic", "anthropic", key="sk-ant-gateway", key_env="ANTHROPIC_API_KEY")
-        try:
-            yield h
-        finally:
-            await runner.cleanup()
+    session = UpstreamHttp()
+    h = Harness(upstream, url, session)
+    h.add("openai", key="sk-gateway-openai", key_env="OPENAI_API_KEY")
+    h.add("anthropic", "anthropic", key="sk-ant-gateway", key_env="ANTHROPIC_API_KEY")
+    try:
+        yield h
+    finally:
+        await session.close()
+        await runner.cleanup()
 
 
 async def _complete(

@@ -5,7 +5,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
 import grpc
 import orjson
 import pytest
@@ -19,6 +18,7 @@ from engine.errors import GatewayError
 from engine.providers import build_provider
 from engine.providers.anthropic import ANTHROPIC_VERSION, AnthropicProvider
 from engine.providers.base import UpstreamCall
+from engine.upstream_http import UpstreamHttp
 
 MODEL = "claude-sonnet-4-20250514"
 CREATED = 1733000000
@@ -137,12 +137,13 @@ async def start_upstream(aiohttp_server: Any) -> StartUpstream:
 
 
 @pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client_session:
-        yield client_session
+async def session() -> AsyncIterator[UpstreamHttp]:
+    http = UpstreamHttp()
+    yield http
+    await http.close()
 
 
-def provider(upstream_url: str, session: aiohttp.ClientSession) -> AnthropicProvider:
+def provider(upstream_url: str, session: UpstreamHttp) -> AnthropicProvider:
     return AnthropicProvider("anthropic", upstream_url, session, clock=lambda: CREATED + 0.75)
 
 
@@ -155,9 +156,7 @@ async def collect(
     return chunks
 
 
-async def test_complete_sends_anthropic_headers_and_body(
-    start_upstream: StartUpstream, session: aiohttp.ClientSession
-) -> None:
+async def test_complete_sends_anthropic_headers_and_body(start_upstream: StartUpstream, session: UpstreamHttp) -> None:
     upstream = await start_upstream(Script(200, [orjson.dumps(MESSAGE)]))
     response = await provider(upstream.base_url, session).complete(REQUEST, CALL)
 
@@ -195,15 +194,13 @@ async def test_complete_sends_anthropic_headers_and_body(
     )
 
 
-async def test_base_url_ending_in_v1_is_not_doubled(
-    start_upstream: StartUpstream, session: aiohttp.ClientSession
-) -> None:
+async def test_base_url_ending_in_v1_is_not_doubled(start_upstream: StartUpstream, session: UpstreamHttp) -> None:
     upstream = await start_upstream(Script(200, [orjson.dumps(MESSAGE)]))
     await provider(upstream.base_url + "v1", session).complete(REQUEST, CALL)
     assert [r.path for r in upstream.received] == ["/v1/messages"]
 
 
-async def test_no_key_sends_no_x_api_key(start_upstream: StartUpstream, session: aiohttp.ClientSession) -> None:
+async def test_no_key_sends_no_x_api_key(start_upstream: StartUpstream, session: UpstreamHttp) -> None:
     upstream = await start_upstream(Script(200, [orjson.dumps(MESSAGE)]))
     call = UpstreamCall(model=MODEL, api_key=None, connect_timeout=5.0, first_byte_timeout=5.0, total_timeout=10.0)
     await provider(upstream.base_url, session).complete(REQUEST, call)
@@ -221,7 +218,7 @@ def content_chunk(**delta: Any) -> completion_pb2.ChatChunk:
 
 
 async def test_stream_translates_events_split_across_writes(
-    start_upstream: StartUpstream, session: aiohttp.ClientSession
+    start_upstream: StartUpstream, session: UpstreamHttp
 ) -> None:
     # Writes cut mid-line and mid-frame: the SSE parser must reassemble them.
     pieces = [TEXT_STREAM[i : i + 37] for i in range(0, len(TEXT_STREAM), 37)]
@@ -252,7 +249,7 @@ async def test_stream_translates_events_split_across_writes(
 
 
 async def test_truncated_stream_raises_unavailable_after_its_chunks(
-    start_upstream: StartUpstream, session: aiohttp.ClientSession
+    start_upstream: StartUpstream, session: UpstreamHttp
 ) -> None:
     cut = TEXT_STREAM[: TEXT_STREAM.index(b"event: message_delta")]
     upstream = await start_upstream(Script(200, [cut], SSE_HEADERS))
@@ -264,9 +261,7 @@ async def test_truncated_stream_raises_unavailable_after_its_chunks(
     assert [c.choices[0].delta.content for c in chunks] == ["", "Hello", "!"]
 
 
-async def test_error_event_mid_stream_raises_overloaded(
-    start_upstream: StartUpstream, session: aiohttp.ClientSession
-) -> None:
+async def test_error_event_mid_stream_raises_overloaded(start_upstream: StartUpstream, session: UpstreamHttp) -> None:
     head = TEXT_STREAM[: TEXT_STREAM.index(b"event: content_block_stop")]
     upstream = await start_upstream(Script(200, [head, OVERLOADED_EVENT], SSE_HEADERS))
     chunks: list[completion_pb2.ChatChunk] = []
@@ -321,7 +316,7 @@ ERROR_CASES = [
 @pytest.mark.parametrize(("status", "body", "headers", "code", "detail", "retry_after"), ERROR_CASES)
 async def test_error_responses_map(
     start_upstream: StartUpstream,
-    session: aiohttp.ClientSession,
+    session: UpstreamHttp,
     streaming: bool,
     status: int,
     body: bytes,
@@ -341,9 +336,7 @@ async def test_error_responses_map(
     assert caught.value.message == orjson.loads(body)["error"]["message"]
 
 
-async def test_refused_request_never_reaches_the_upstream(
-    start_upstream: StartUpstream, session: aiohttp.ClientSession
-) -> None:
+async def test_refused_request_never_reaches_the_upstream(start_upstream: StartUpstream, session: UpstreamHttp) -> None:
     upstream = await start_upstream(Script(200, [orjson.dumps(MESSAGE)]))
     request = completion_pb2.ChatRequest()
     request.CopyFrom(REQUEST)
@@ -354,16 +347,14 @@ async def test_refused_request_never_reaches_the_upstream(
     assert upstream.received == []
 
 
-async def test_invalid_json_answer_is_unavailable(
-    start_upstream: StartUpstream, session: aiohttp.ClientSession
-) -> None:
+async def test_invalid_json_answer_is_unavailable(start_upstream: StartUpstream, session: UpstreamHttp) -> None:
     upstream = await start_upstream(Script(200, [b"<html>"]))
     with pytest.raises(GatewayError) as caught:
         await provider(upstream.base_url, session).complete(REQUEST, CALL)
     assert caught.value.code == grpc.StatusCode.UNAVAILABLE
 
 
-async def test_slow_upstream_times_out(start_upstream: StartUpstream, session: aiohttp.ClientSession) -> None:
+async def test_slow_upstream_times_out(start_upstream: StartUpstream, session: UpstreamHttp) -> None:
     hold = asyncio.Event()
     upstream = await start_upstream(Script(200, [orjson.dumps(MESSAGE)], hold=hold))
     call = UpstreamCall(model=MODEL, api_key=KEY, connect_timeout=5.0, first_byte_timeout=0.05, total_timeout=10.0)
@@ -375,14 +366,14 @@ async def test_slow_upstream_times_out(start_upstream: StartUpstream, session: a
     assert (caught.value.code, caught.value.reason) == (grpc.StatusCode.DEADLINE_EXCEEDED, errors.UPSTREAM_TIMEOUT)
 
 
-async def test_unreachable_upstream_is_unavailable(unused_tcp_port: int, session: aiohttp.ClientSession) -> None:
+async def test_unreachable_upstream_is_unavailable(unused_tcp_port: int, session: UpstreamHttp) -> None:
     anthropic = provider(f"http://127.0.0.1:{unused_tcp_port}", session)
     with pytest.raises(GatewayError) as caught:
         await collect(anthropic.stream_completion(REQUEST, CALL))
     assert (caught.value.code, caught.value.reason) == (grpc.StatusCode.UNAVAILABLE, errors.UPSTREAM_UNAVAILABLE)
 
 
-async def test_embed_is_unimplemented(session: aiohttp.ClientSession) -> None:
+async def test_embed_is_unimplemented(session: UpstreamHttp) -> None:
     anthropic = provider("http://127.0.0.1:1", session)
     with pytest.raises(GatewayError) as caught:
         await anthropic.embed(embedding_pb2.EmbeddingRequest(model="x", text="hi"), CALL)
@@ -390,7 +381,7 @@ async def test_embed_is_unimplemented(session: aiohttp.ClientSession) -> None:
     assert caught.value.message == "Anthropic has no embeddings API; route embedding models elsewhere."
 
 
-async def test_registry_builds_anthropic_provider(session: aiohttp.ClientSession) -> None:
+async def test_registry_builds_anthropic_provider(session: UpstreamHttp) -> None:
     settings = ProviderSettings(
         name="anthropic",
         kind="anthropic",
