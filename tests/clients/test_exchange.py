@@ -14,6 +14,7 @@ from chittycan.exchange_batches import STREAM_WINDOW_EVENTS
 from chittycan.v1 import completion_pb2, embedding_pb2, exchange_pb2, exchange_pb2_grpc, gateway_pb2
 from clients import errors
 from clients.gateway import GatewayClient, call_headers
+from engine import exchange as engine_exchange
 from engine.server import start_engine
 from tests.stack import API_KEY, Stack
 
@@ -108,6 +109,21 @@ async def test_cancelled_stream_closes_its_upstream_request_and_spares_the_other
     cut = [r for r in stack.engine.ledger.read() if r.request_id == "req_cut"]
     assert len(cut) == 1
     assert cut[0].cancelled
+
+
+async def test_the_engine_yields_its_cpu_once_per_stream_and_never_for_unary_calls(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once the message with a stream's first events is sent (engine.exchange._Session says why)."""
+    yields: list[int] = []
+    monkeypatch.setattr(engine_exchange, "_sched_yield", lambda: yields.append(1))
+    async with GatewayClient(f"127.0.0.1:{stack.engine.port}") as client:
+        await client.complete(_chat("hi"), api_key=API_KEY)
+        await client.embed(_embedding("x"), api_key=API_KEY)
+        assert yields == []
+        for n in (1, 2):
+            assert await _streamed_text(client, "a b c") == "Hello! You said: a b c"
+            assert len(yields) == n
 
 
 async def test_calls_cut_off_with_their_stream_are_still_recorded(stack: Stack) -> None:
