@@ -1,15 +1,17 @@
 """The engine's HTTP/1.1 client for upstream calls: keep-alive connections per origin, responses parsed by
 httptools (llhttp, the parser Node.js uses).
 
-It replaces aiohttp's client on the path of every uncached call. aiohttp's spent ~100 us of Python per call here
-(request and response objects, a task for each body write, timers), which this one does not: a call costs ~10 us
-more than over a bare socket (bench/README, "The upstream client"). What upstream APIs do not need is left out:
+It replaces aiohttp's client on the path of every uncached call. aiohttp's spent 70-110 us more per call here
+(request and response objects, a task for each body write, timers) than a bare asyncio protocol; this one spends
+10-25 us more (bench/README, "The upstream client"). A host's addresses are raced as RFC 8305 says
+(aiohappyeyeballs, as aiohttp does). What upstream APIs do not need is left out:
 redirects, proxies, cookies, HTTP/2 and request bodies sent in pieces. Response bodies may be sized, chunked or
 delimited by the connection's close, and gzip or deflate encoded.
 """
 
 import asyncio
 import functools
+import socket
 import ssl
 import zlib
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -18,6 +20,7 @@ from types import TracebackType
 from typing import cast
 from urllib.parse import urlsplit
 
+import aiohappyeyeballs
 import httptools
 
 USER_AGENT = "chittycan"
@@ -25,6 +28,7 @@ _ACCEPT_ENCODING = "gzip, deflate"
 _PAUSE_BYTES = 1 << 20  # a body buffered this far ahead of its reader pauses the socket
 _IDLE_PER_ORIGIN = 64
 _GZIP_OR_ZLIB = 32 + zlib.MAX_WBITS
+_HAPPY_EYEBALLS_DELAY = 0.25  # RFC 8305's recommended wait before racing the next address
 
 
 class UpstreamHttpError(Exception):
@@ -357,13 +361,18 @@ class UpstreamHttp:
             tls = self._ssl = self._ssl or ssl.create_default_context()
         try:
             async with asyncio.timeout(timeout):
-                _, connection = await loop.create_connection(
-                    lambda: _Connection(origin, self._connections.discard),
-                    origin.host,
-                    origin.port,
-                    ssl=tls,
-                    server_hostname=origin.host if tls else None,
-                )
+                addresses = await loop.getaddrinfo(origin.host, origin.port, type=socket.SOCK_STREAM)
+                sock = await aiohappyeyeballs.start_connection(addresses, happy_eyeballs_delay=_HAPPY_EYEBALLS_DELAY)
+                try:
+                    _, connection = await loop.create_connection(
+                        lambda: _Connection(origin, self._connections.discard),
+                        sock=sock,
+                        ssl=tls,
+                        server_hostname=origin.host if tls else None,
+                    )
+                except BaseException:
+                    sock.close()
+                    raise
         except TimeoutError:
             raise  # an OSError too, but the caller reports it as a timeout
         except OSError as exc:  # refused, reset, unresolvable, TLS failures (ssl.SSLError is an OSError)
