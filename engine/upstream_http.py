@@ -23,9 +23,12 @@ from urllib.parse import urlsplit
 import aiohappyeyeballs
 import httptools
 
+from chittycan.exchange_batches import MESSAGE_LIMIT
+
 USER_AGENT = "chittycan"
 _ACCEPT_ENCODING = "gzip, deflate"
 _PAUSE_BYTES = 1 << 20  # a body buffered this far ahead of its reader pauses the socket
+_LINE_LIMIT = MESSAGE_LIMIT  # an event on a longer line could not cross the hop to the facade anyway
 _IDLE_PER_ORIGIN = 64
 _GZIP_OR_ZLIB = 32 + zlib.MAX_WBITS
 _HAPPY_EYEBALLS_DELAY = 0.25  # RFC 8305's recommended wait before racing the next address
@@ -178,6 +181,8 @@ class UpstreamResponse:
                 *whole, pending = (pending + self._take()).split(b"\n")
                 for line in whole:
                     yield line
+                if len(pending) > _LINE_LIMIT:
+                    self._fail(UpstreamHttpError(f"a line longer than {_LINE_LIMIT >> 20} MiB"))
             elif self.complete:
                 if pending:
                     yield pending
@@ -267,6 +272,9 @@ class _Connection(asyncio.Protocol):
     # httptools callbacks
     def on_message_begin(self) -> None:
         self._headers = {}
+        if self._response is not None and self._response.complete:  # a second answer to one request
+            self._response = None  # the first one stands; the connection is not trusted again
+            self.close()
 
     def on_header(self, name: bytes, value: bytes) -> None:
         key = name.decode("latin-1").lower()

@@ -11,6 +11,7 @@ import pytest
 import trustme
 from aiohttp import web
 
+from engine import upstream_http
 from engine.upstream_http import Timeouts, UpstreamHttp, UpstreamHttpError
 
 FAST = Timeouts(connect=2.0, read=2.0)
@@ -338,3 +339,38 @@ async def test_a_reader_that_lags_pauses_the_socket(http: UpstreamHttp) -> None:
         await asyncio.sleep(0.5)
         assert written < size // 2, "the server got rid of the whole body although nobody read it"
         assert len(await response.read()) == size
+
+
+async def test_a_connection_that_answers_twice_is_not_reused(http: UpstreamHttp) -> None:
+    connections = 0
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        while True:
+            await _read_request(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\none" * 2)
+            await writer.drain()
+
+    async with _raw_server(script) as url:
+        for _ in range(2):
+            async with http.post(url, b"{}", JSON, FAST) as response:
+                assert await response.read() == b"one"
+            await asyncio.sleep(0.05)
+    assert connections == 2
+
+
+async def test_an_endless_line_is_an_error(http: UpstreamHttp, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(upstream_http, "_LINE_LIMIT", 1 << 20)
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        while True:
+            writer.write(b"10000\r\n" + b"x" * 0x10000 + b"\r\n")
+            await writer.drain()
+
+    async with _raw_server(script) as url, http.post(url, b"{}", JSON, FAST) as response:
+        with pytest.raises(UpstreamHttpError, match="a line longer than 1 MiB"):
+            async for _ in response.lines():
+                pass
