@@ -6,6 +6,7 @@ import gzip
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing, asynccontextmanager
+from dataclasses import dataclass
 
 import pytest
 import trustme
@@ -27,15 +28,23 @@ async def http() -> AsyncIterator[UpstreamHttp]:
     await client.close()
 
 
+@dataclass
+class _Served:
+    url: str
+    connections: int = 0
+
+
 @asynccontextmanager
-async def _raw_server(script: Script) -> AsyncIterator[str]:
-    """A server running `script` on each connection; the URL to post to."""
+async def _raw_server(script: Script) -> AsyncIterator[_Served]:
+    """A server running `script` on each connection it accepts (and counts)."""
     handlers: set[asyncio.Task[None]] = set()
+    served = _Served("")
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
         handlers.add(task)
+        served.connections += 1
         try:
             await script(reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError):
@@ -44,8 +53,9 @@ async def _raw_server(script: Script) -> AsyncIterator[str]:
             writer.close()
 
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    served.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1/x"
     try:
-        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1/x"
+        yield served
     finally:
         server.close()
         for task in handlers:
@@ -190,41 +200,35 @@ async def test_tls_upstreams_are_verified(http: UpstreamHttp) -> None:
 
 
 async def test_a_body_delimited_by_close_and_a_closed_connection_is_not_reused(http: UpstreamHttp) -> None:
-    connections = 0
 
     async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        nonlocal connections
-        connections += 1
         await _read_request(reader)
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end")
         await writer.drain()
         writer.close()
 
-    async with _raw_server(script) as url:
+    async with _raw_server(script) as served:
         for _ in range(2):
-            async with http.post(url, b"{}", JSON, FAST) as response:
+            async with http.post(served.url, b"{}", JSON, FAST) as response:
                 assert await response.read() == b"until the end"
-    assert connections == 2
+    assert served.connections == 2
 
 
 async def test_an_idle_connection_the_server_closed_is_replaced(http: UpstreamHttp) -> None:
-    connections = 0
 
     async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        nonlocal connections
-        connections += 1
         await _read_request(reader)
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
         await writer.drain()
         await asyncio.sleep(0.05)
         writer.close()  # the server's keep-alive timeout, after the answer
 
-    async with _raw_server(script) as url:
+    async with _raw_server(script) as served:
         for _ in range(2):
-            async with http.post(url, b"{}", JSON, FAST) as response:
+            async with http.post(served.url, b"{}", JSON, FAST) as response:
                 assert await response.read() == b"ok"
             await asyncio.sleep(0.2)
-    assert connections == 2
+    assert served.connections == 2
 
 
 @pytest.mark.parametrize(
@@ -245,9 +249,9 @@ async def test_broken_answers_are_errors(http: UpstreamHttp, reply: bytes, reaso
         await writer.drain()
         writer.close()
 
-    async with _raw_server(script) as url:
+    async with _raw_server(script) as served:
         with pytest.raises(UpstreamHttpError, match=reason):
-            async with http.post(url, b"{}", JSON, FAST) as response:
+            async with http.post(served.url, b"{}", JSON, FAST) as response:
                 await response.read()
 
 
@@ -260,7 +264,7 @@ async def test_informational_heads_are_skipped(http: UpstreamHttp) -> None:
         writer.write(b"HTTP/1.1 201 Created\r\nContent-Length: 4\r\n\r\ndone")
         await writer.drain()
 
-    async with _raw_server(script) as url, http.post(url, b"{}", JSON, FAST) as response:
+    async with _raw_server(script) as served, http.post(served.url, b"{}", JSON, FAST) as response:
         assert (response.status, await response.read()) == (201, b"done")
         assert "link" not in response.headers
 
@@ -279,10 +283,10 @@ async def test_timeouts(http: UpstreamHttp) -> None:
             await asyncio.sleep(0.05)
 
     for script, timeouts in ((silent, Timeouts(2.0, read=0.2)), (trickle, Timeouts(2.0, read=1.0, total=0.3))):
-        async with _raw_server(script) as url:
+        async with _raw_server(script) as served:
             started = asyncio.get_running_loop().time()
             with pytest.raises(TimeoutError):
-                async with http.post(url, b"{}", JSON, timeouts) as response:
+                async with http.post(served.url, b"{}", JSON, timeouts) as response:
                     await response.read()
             assert asyncio.get_running_loop().time() - started < 1.0
 
@@ -301,11 +305,8 @@ async def test_unreachable_and_bad_requests(http: UpstreamHttp, unused_tcp_port:
 
 async def test_a_response_left_unread_closes_its_connection(http: UpstreamHttp) -> None:
     """A caller that stops reading (a cancelled stream) cannot leave half a response for the next request."""
-    connections = 0
 
     async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        nonlocal connections
-        connections += 1
         while True:
             await _read_request(reader)
             writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\none\n\r\n")
@@ -314,12 +315,12 @@ async def test_a_response_left_unread_closes_its_connection(http: UpstreamHttp) 
             writer.write(b"4\r\ntwo\n\r\n0\r\n\r\n")
             await writer.drain()
 
-    async with _raw_server(script) as url:
-        async with http.post(url, b"{}", JSON, FAST) as response, aclosing(response.lines()) as lines:
+    async with _raw_server(script) as served:
+        async with http.post(served.url, b"{}", JSON, FAST) as response, aclosing(response.lines()) as lines:
             assert await anext(lines) == b"one"
-        async with http.post(url, b"{}", JSON, FAST) as response:
+        async with http.post(served.url, b"{}", JSON, FAST) as response:
             assert await response.read() == b"one\ntwo\n"
-    assert connections == 2
+    assert served.connections == 2
 
 
 async def test_a_reader_that_lags_pauses_the_socket(http: UpstreamHttp) -> None:
@@ -335,29 +336,26 @@ async def test_a_reader_that_lags_pauses_the_socket(http: UpstreamHttp) -> None:
             await writer.drain()
             written += 1 << 20
 
-    async with _raw_server(script) as url, http.post(url, b"{}", JSON, Timeouts(2.0, read=5.0)) as response:
+    async with _raw_server(script) as served, http.post(served.url, b"{}", JSON, Timeouts(2.0, read=5.0)) as response:
         await asyncio.sleep(0.5)
         assert written < size // 2, "the server got rid of the whole body although nobody read it"
         assert len(await response.read()) == size
 
 
 async def test_a_connection_that_answers_twice_is_not_reused(http: UpstreamHttp) -> None:
-    connections = 0
 
     async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        nonlocal connections
-        connections += 1
         while True:
             await _read_request(reader)
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\none" * 2)
             await writer.drain()
 
-    async with _raw_server(script) as url:
+    async with _raw_server(script) as served:
         for _ in range(2):
-            async with http.post(url, b"{}", JSON, FAST) as response:
+            async with http.post(served.url, b"{}", JSON, FAST) as response:
                 assert await response.read() == b"one"
             await asyncio.sleep(0.05)
-    assert connections == 2
+    assert served.connections == 2
 
 
 async def test_an_endless_line_is_an_error(http: UpstreamHttp, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -370,7 +368,7 @@ async def test_an_endless_line_is_an_error(http: UpstreamHttp, monkeypatch: pyte
             writer.write(b"10000\r\n" + b"x" * 0x10000 + b"\r\n")
             await writer.drain()
 
-    async with _raw_server(script) as url, http.post(url, b"{}", JSON, FAST) as response:
+    async with _raw_server(script) as served, http.post(served.url, b"{}", JSON, FAST) as response:
         with pytest.raises(UpstreamHttpError, match="a line longer than 1 MiB"):
             async for _ in response.lines():
                 pass
