@@ -30,6 +30,7 @@ _ACCEPT_ENCODING = "gzip, deflate"
 _PAUSE_BYTES = 1 << 20  # a body buffered this far ahead of its reader pauses the socket
 _LINE_LIMIT = MESSAGE_LIMIT  # an event on a longer line could not cross the hop to the facade anyway
 _IDLE_PER_ORIGIN = 64
+_DRAIN_SECONDS = 1.0  # how long the end of a body its reader left early may take to arrive and save the connection
 _GZIP_OR_ZLIB = 32 + zlib.MAX_WBITS
 _HAPPY_EYEBALLS_DELAY = 0.25  # RFC 8305's recommended wait before racing the next address
 
@@ -311,8 +312,13 @@ class _Exchange:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self._response is not None:
-            self._client._release(self._response._connection)
+        response = self._response
+        if response is None:
+            return
+        if exc_type is None and not response.complete and response._error is None:
+            self._client._drain_later(response)  # a stream read up to its end marker: the body's end is near
+        else:
+            self._client._release(response._connection)
 
 
 class UpstreamHttp:
@@ -325,6 +331,7 @@ class UpstreamHttp:
         self._ssl = ssl_context
         self._idle: dict[_Origin, list[_Connection]] = {}
         self._connections: set[_Connection] = set()
+        self._draining: set[asyncio.Task[None]] = set()
 
     def post(self, url: str, body: bytes, headers: Mapping[str, str], timeouts: Timeouts) -> _Exchange:
         """POST `body` with `headers` (Host, Content-Length, Accept-Encoding and User-Agent are added)."""
@@ -332,6 +339,8 @@ class UpstreamHttp:
 
     async def close(self) -> None:
         """Close every connection."""
+        for task in self._draining:
+            task.cancel()
         for connection in list(self._connections):
             connection.close()
         self._idle.clear()
@@ -387,6 +396,25 @@ class UpstreamHttp:
             raise UpstreamHttpError(f"connect: {type(exc).__name__}") from exc
         self._connections.add(connection)
         return connection
+
+    def _drain_later(self, response: UpstreamResponse) -> None:
+        """Read the rest of a body whose reader stopped early (an SSE stream's `[DONE]` usually comes just before
+        the chunked body's end) in the background; pool the connection if it ends within _DRAIN_SECONDS."""
+
+        async def drain() -> None:
+            try:
+                async with asyncio.timeout(_DRAIN_SECONDS):
+                    while not response.complete:
+                        response._take()
+                        await response._wait()
+            except (TimeoutError, UpstreamHttpError):
+                pass
+            finally:
+                self._release(response._connection)
+
+        task = asyncio.get_running_loop().create_task(drain())
+        self._draining.add(task)
+        task.add_done_callback(self._draining.discard)
 
     def _release(self, connection: _Connection) -> None:
         if not connection.release():

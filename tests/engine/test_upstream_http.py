@@ -304,7 +304,8 @@ async def test_unreachable_and_bad_requests(http: UpstreamHttp, unused_tcp_port:
 
 
 async def test_a_response_left_unread_closes_its_connection(http: UpstreamHttp) -> None:
-    """A caller that stops reading (a cancelled stream) cannot leave half a response for the next request."""
+    """A caller that leaves with an exception (a cancelled stream) cannot leave half a response for the next
+    request."""
 
     async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while True:
@@ -315,12 +316,44 @@ async def test_a_response_left_unread_closes_its_connection(http: UpstreamHttp) 
             writer.write(b"4\r\ntwo\n\r\n0\r\n\r\n")
             await writer.drain()
 
-    async with _raw_server(script) as served:
-        async with http.post(served.url, b"{}", JSON, FAST) as response, aclosing(response.lines()) as lines:
+    async def leave_mid_stream(url: str) -> None:
+        async with http.post(url, b"{}", JSON, FAST) as response, aclosing(response.lines()) as lines:
             assert await anext(lines) == b"one"
+            raise asyncio.CancelledError  # as when the gateway's caller goes away mid-stream
+
+    async with _raw_server(script) as served:
+        with pytest.raises(asyncio.CancelledError):
+            await leave_mid_stream(served.url)
         async with http.post(served.url, b"{}", JSON, FAST) as response:
             assert await response.read() == b"one\ntwo\n"
     assert served.connections == 2
+
+
+@pytest.mark.parametrize(("ends", "connections"), [(True, 1), (False, 2)])
+async def test_a_stream_left_at_its_end_marker_keeps_its_connection_when_the_body_ends_soon(
+    http: UpstreamHttp, monkeypatch: pytest.MonkeyPatch, ends: bool, connections: int
+) -> None:
+    """A provider stops reading at `data: [DONE]`; the chunked body's end often follows in a packet of its own."""
+    monkeypatch.setattr(upstream_http, "_DRAIN_SECONDS", 0.2)
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await _read_request(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nE\r\ndata: [DONE]\n\n\r\n")
+            await writer.drain()
+            await asyncio.sleep(0.05)
+            if ends:
+                writer.write(b"0\r\n\r\n")
+                await writer.drain()
+
+    async with _raw_server(script) as served:
+        for _ in range(2):
+            async with http.post(served.url, b"{}", JSON, FAST) as response:
+                async for line in response.lines():
+                    if line == b"data: [DONE]":
+                        break
+            await asyncio.sleep(0.3)
+    assert served.connections == connections
 
 
 async def test_a_reader_that_lags_pauses_the_socket(http: UpstreamHttp) -> None:
