@@ -72,6 +72,17 @@ async def _read_request(reader: asyncio.StreamReader) -> bytes:
     return head + await reader.readexactly(length)
 
 
+def _answer_and_close(reply: bytes) -> Script:
+    """A script that reads one request, sends `reply` and closes the connection."""
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(reply)
+        await writer.drain()
+
+    return script
+
+
 async def _app_server(aiohttp_server: Callable[..., Awaitable[object]], app: web.Application) -> str:
     server = await aiohttp_server(app)
     return str(server.make_url("/v1/x"))  # type: ignore[attr-defined]
@@ -200,14 +211,8 @@ async def test_tls_upstreams_are_verified(http: UpstreamHttp) -> None:
 
 
 async def test_a_body_delimited_by_close_and_a_closed_connection_is_not_reused(http: UpstreamHttp) -> None:
-
-    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end")
-        await writer.drain()
-        writer.close()
-
-    async with _raw_server(script) as served:
+    reply = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end"
+    async with _raw_server(_answer_and_close(reply)) as served:
         for _ in range(2):
             async with http.post(served.url, b"{}", JSON, FAST) as response:
                 assert await response.read() == b"until the end"
@@ -243,13 +248,7 @@ async def test_an_idle_connection_the_server_closed_is_replaced(http: UpstreamHt
     ],
 )
 async def test_broken_answers_are_errors(http: UpstreamHttp, reply: bytes, reason: str) -> None:
-    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _read_request(reader)
-        writer.write(reply)
-        await writer.drain()
-        writer.close()
-
-    async with _raw_server(script) as served:
+    async with _raw_server(_answer_and_close(reply)) as served:
         with pytest.raises(UpstreamHttpError, match=reason):
             async with http.post(served.url, b"{}", JSON, FAST) as response:
                 await response.read()
