@@ -1,9 +1,11 @@
 """GatewayService calls multiplexed over one ExchangeService stream (see proto/chittycan/v1/exchange.proto).
 
-The stream opens on the first call and again after it breaks; calls that were running when it broke fail with
-the stream's error (UNAVAILABLE when the engine went away). Each call's events are buffered for its reader, so a
-slow reader never holds up the other calls. Each call is serialized once, as a one-call ExchangeRequest; calls
-queued together are sent as the concatenation of those bytes, one ExchangeRequest holding them all.
+The stream has a connection of its own, framed on the event loop by clients.h2_stream (grpc.aio would add two
+thread wake-ups per message on this side), unless the target is one only grpc.aio can dial. The stream opens on
+the first call and again after it breaks; calls that were running when it broke fail with the stream's error
+(UNAVAILABLE when the engine went away). Each call's events are buffered for its reader, so a slow reader never
+holds up the other calls. Each call is serialized once, as a one-call ExchangeRequest; calls queued together are
+sent as the concatenation of those bytes, one ExchangeRequest holding them all.
 """
 
 import asyncio
@@ -11,9 +13,12 @@ import itertools
 from collections.abc import AsyncIterator
 
 import grpc
+from google.protobuf.message import DecodeError
+from google.rpc import status_pb2
 
 from chittycan.exchange_batches import CREDIT_EVENTS, MESSAGE_LIMIT, take_batch
 from chittycan.v1 import exchange_pb2, gateway_pb2
+from clients import h2_stream
 from clients.errors import (
     CallCancelledError,
     DeadlineExceededError,
@@ -122,16 +127,12 @@ _Handler = _Unary | ExchangeChatStream
 
 
 class _Link:
-    """One open Exchange stream: a writer sending what callers queued, a reader routing events to calls."""
+    """One open Exchange stream: routes each event to its call; `pipe` carries the bytes."""
 
-    def __init__(self, call: grpc.aio.StreamStreamCall) -> None:  # type: ignore[type-arg]
-        self._call = call
+    def __init__(self) -> None:
         self._handlers: dict[int, _Handler] = {}
-        self._outbox: list[bytes] = []
-        self._wake = asyncio.Event()
         self.broken = False
-        self._writer = asyncio.create_task(self._send())
-        self._reader = asyncio.create_task(self._receive())
+        self.pipe: _H2Pipe | _AioPipe
 
     def start(self, call: exchange_pb2.ExchangeCall, handler: _Handler) -> None:
         """Queue `call` (its call_id set) and route its events to `handler`; raises InvalidRequestError when the
@@ -143,24 +144,93 @@ class _Link:
                 f"The request is larger than the gateway's {MESSAGE_LIMIT >> 20} MiB message limit.",
             )
         self._handlers[call.call_id] = handler
-        self._outbox.append(data)
-        self._wake.set()
+        self.pipe.send(data)
 
     def abandon(self, call_id: int) -> None:
         """The caller gave up on a call: if it is still running, the engine cancels it."""
         if self._handlers.pop(call_id, None) is not None and not self.broken:
-            self._outbox.append(exchange_pb2.ExchangeRequest(cancelled_call_ids=[call_id]).SerializeToString())
-            self._wake.set()
+            self.pipe.send(exchange_pb2.ExchangeRequest(cancelled_call_ids=[call_id]).SerializeToString())
 
     def credit(self, call_id: int, events: int) -> None:
         """The reader of a running StreamChat call took `events` more events."""
         if call_id in self._handlers and not self.broken:
             credit = exchange_pb2.CallCredit(call_id=call_id, events=events)
-            self._outbox.append(exchange_pb2.ExchangeRequest(credits=[credit]).SerializeToString())
-            self._wake.set()
+            self.pipe.send(exchange_pb2.ExchangeRequest(credits=[credit]).SerializeToString())
+
+    def received(self, response: exchange_pb2.ExchangeResponse) -> None:
+        """Events from the engine."""
+        for event in response.events:
+            handler = self._handlers.get(event.call_id)
+            if handler is not None and handler.deliver(event):
+                del self._handlers[event.call_id]
+
+    def ended(self, error: GatewayCallError) -> None:
+        """The stream ended: calls still running fail with `error`."""
+        self.broken = True
+        handlers, self._handlers = self._handlers, {}
+        for handler in handlers.values():
+            handler.fail(error)
+
+
+_SHUTDOWN = "The engine closed the connection (shutting down)."
+_CLOSED = "The client closed the connection."
+
+
+class _H2Pipe:
+    """The stream on a connection of its own, framed on the event loop (clients.h2_stream). Requests queued in
+    one loop turn go out as one message at the end of it."""
+
+    def __init__(self, link: _Link, authority: str, address: str | tuple[str, int]) -> None:
+        self._link = link
+        self._outbox: list[bytes] = []
+        self._stream = h2_stream.GrpcStream(_METHOD, authority, self._message, self._end, max_message=MESSAGE_LIMIT)
+        self._connecting = asyncio.create_task(h2_stream.connect(self._stream, address))
+
+    def send(self, message: bytes) -> None:
+        if not self._outbox:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._outbox.append(message)
+
+    def _flush(self) -> None:
+        while self._outbox:
+            message, self._outbox = take_batch(self._outbox)
+            self._stream.send(message)
+
+    def _message(self, data: bytes) -> None:
+        try:
+            response = exchange_pb2.ExchangeResponse.FromString(data)
+        except DecodeError:
+            self._stream.fail(grpc.StatusCode.INTERNAL, "The engine sent a message that does not parse.")
+            return
+        self._link.received(response)
+
+    def _end(self, status: status_pb2.Status) -> None:
+        ok = status.code == _OK
+        self._link.ended(UnavailableError(grpc.StatusCode.UNAVAILABLE, _SHUTDOWN) if ok else error_from_status(status))
 
     async def close(self) -> None:
-        """End the stream; calls still running fail as cancelled."""
+        self._stream.cancel(_CLOSED)
+        self._connecting.cancel()
+        await asyncio.gather(self._connecting, return_exceptions=True)
+
+
+class _AioPipe:
+    """The stream as a grpc.aio call (for targets clients.h2_stream does not dial, or when asked): a writer
+    sending what callers queued, as few messages as it can, and a reader."""
+
+    def __init__(self, link: _Link, open_stream: "_OpenStream") -> None:
+        self._link = link
+        self._call = open_stream()
+        self._outbox: list[bytes] = []
+        self._wake = asyncio.Event()
+        self._writer = asyncio.create_task(self._send())
+        self._reader = asyncio.create_task(self._receive())
+
+    def send(self, message: bytes) -> None:
+        self._outbox.append(message)
+        self._wake.set()
+
+    async def close(self) -> None:
         self._writer.cancel()
         self._reader.cancel()
         await asyncio.gather(self._writer, self._reader, return_exceptions=True)
@@ -180,43 +250,50 @@ class _Link:
                     return  # the stream has already ended (reader side)
 
     async def _receive(self) -> None:
-        error: GatewayCallError = UnavailableError(
-            grpc.StatusCode.UNAVAILABLE, "The engine closed the connection (shutting down)."
-        )
+        error: GatewayCallError = UnavailableError(grpc.StatusCode.UNAVAILABLE, _SHUTDOWN)
         try:
             async for response in self._call:
-                for event in response.events:
-                    handler = self._handlers.get(event.call_id)
-                    if handler is not None and handler.deliver(event):
-                        del self._handlers[event.call_id]
+                self._link.received(response)
         except grpc.aio.AioRpcError as err:
             error = error_from_aio(err)
         except asyncio.CancelledError:
-            error = CallCancelledError(grpc.StatusCode.CANCELLED, "The client closed the connection.")
+            error = CallCancelledError(grpc.StatusCode.CANCELLED, _CLOSED)
             raise
         finally:
-            self.broken = True
             self._writer.cancel()
-            handlers, self._handlers = self._handlers, {}
-            for handler in handlers.values():
-                handler.fail(error)
+            self._link.ended(error)
+
+
+_OpenStream = grpc.aio.StreamStreamMultiCallable[bytes, exchange_pb2.ExchangeResponse]
 
 
 class Exchange:
-    """Calls over one Exchange stream on `channel`, opened when first needed and reopened after a break."""
+    """Calls over one Exchange stream to the engine at `target`, opened when first needed and reopened after a
+    break. The stream gets a connection of its own, framed on the event loop, when `h2` is true and the target
+    is one clients.h2_stream dials; otherwise it is a grpc.aio call on `channel`."""
 
-    def __init__(self, channel: grpc.aio.Channel) -> None:
+    def __init__(self, channel: grpc.aio.Channel, target: str, *, h2: bool = True) -> None:
         # The generated stub would serialize again what _Link has already serialized.
-        self._open_stream: grpc.aio.StreamStreamMultiCallable[bytes, exchange_pb2.ExchangeResponse]
-        self._open_stream = channel.stream_stream(
+        self._open_stream: _OpenStream = channel.stream_stream(
             _METHOD, request_serializer=None, response_deserializer=exchange_pb2.ExchangeResponse.FromString
         )
+        self._dial = h2_stream.dial_target(target) if h2 else None
         self._link: _Link | None = None
         self._ids = itertools.count(1)
 
+    @property
+    def framed_here(self) -> bool:
+        """True when the stream is framed on the event loop (clients.h2_stream), not by grpc.aio."""
+        return self._dial is not None
+
     def _open(self) -> _Link:
         if self._link is None or self._link.broken:
-            self._link = _Link(self._open_stream())
+            link = _Link()
+            if self._dial is not None:
+                link.pipe = _H2Pipe(link, *self._dial)
+            else:
+                link.pipe = _AioPipe(link, self._open_stream)
+            self._link = link
         return self._link
 
     async def unary(self, call: exchange_pb2.ExchangeCall, deadline: float | None) -> exchange_pb2.ExchangeEvent:
@@ -247,4 +324,4 @@ class Exchange:
     async def close(self) -> None:
         """End the stream (running calls fail as cancelled)."""
         if self._link is not None:
-            await self._link.close()
+            await self._link.pipe.close()

@@ -1,7 +1,8 @@
 """Async client for the engine's GatewayService; every failure is raised as a clients.errors exception.
 
 Complete, StreamChat and Embed run over one multiplexed ExchangeService stream by default (much less gRPC work
-per call); `multiplex=False` makes them standalone GatewayService RPCs.
+per call), framed on the event loop (clients.h2_stream; `h2_exchange=False` leaves it to grpc.aio);
+`multiplex=False` makes them standalone GatewayService RPCs.
 """
 
 from asyncio import timeout as asyncio_timeout
@@ -90,11 +91,21 @@ class GatewayClient:
     """One channel to the engine, shared by every call; pass `deadline` (seconds from now) to bound a call."""
 
     def __init__(
-        self, target: str, *, options: Sequence[tuple[str, object]] = CHANNEL_OPTIONS, multiplex: bool = True
+        self,
+        target: str,
+        *,
+        options: Sequence[tuple[str, object]] = CHANNEL_OPTIONS,
+        multiplex: bool = True,
+        h2_exchange: bool = True,
     ) -> None:
         self._channel = grpc.aio.insecure_channel(target, options=list(options))
         self._stub = gateway_pb2_grpc.GatewayServiceStub(self._channel)
-        self._exchange = Exchange(self._channel) if multiplex else None
+        self._exchange = Exchange(self._channel, target, h2=h2_exchange) if multiplex else None
+
+    @property
+    def framed_here(self) -> bool:
+        """True when calls run on the exchange stream framed on the event loop (clients.h2_stream)."""
+        return self._exchange is not None and self._exchange.framed_here
 
     @property
     def channel(self) -> grpc.aio.Channel:

@@ -46,9 +46,14 @@ async def _on_stack(stack: Stack, coro: Coroutine[Any, Any, T]) -> T:
     return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, stack.loop))
 
 
-@pytest.mark.parametrize("multiplex", [True, False])
-async def test_both_transports_give_the_same_answers_and_errors(stack: Stack, multiplex: bool) -> None:
-    async with GatewayClient(f"127.0.0.1:{stack.engine.port}", multiplex=multiplex) as client:
+# The exchange framed on the loop (clients.h2_stream), the exchange on grpc.aio, standalone RPCs.
+TRANSPORTS = {"h2": {}, "grpc-exchange": {"h2_exchange": False}, "standalone": {"multiplex": False}}
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_every_transport_gives_the_same_answers_and_errors(stack: Stack, transport: str) -> None:
+    async with GatewayClient(f"127.0.0.1:{stack.engine.port}", **TRANSPORTS[transport]) as client:
+        assert client.framed_here == (transport == "h2")
         answer = await client.complete(_chat("hi"), api_key=API_KEY, request_id="req_same")
         assert answer.response.choices[0].message.text == "Hello! You said: hi"
         assert answer.meta.model == "gpt-4o"
@@ -67,8 +72,9 @@ async def test_both_transports_give_the_same_answers_and_errors(stack: Stack, mu
     assert next(r.request_id for r in stack.engine.ledger.read()) == "req_same"
 
 
-async def test_concurrent_calls_on_one_stream_each_get_their_own_answer(stack: Stack) -> None:
-    async with GatewayClient(f"127.0.0.1:{stack.engine.port}") as client:
+@pytest.mark.parametrize("transport", ["h2", "grpc-exchange"])
+async def test_concurrent_calls_on_one_stream_each_get_their_own_answer(stack: Stack, transport: str) -> None:
+    async with GatewayClient(f"127.0.0.1:{stack.engine.port}", **TRANSPORTS[transport]) as client:
 
         async def complete(i: int) -> str:
             answer = await client.complete(_chat(f"c{i}"), api_key=API_KEY)
@@ -88,9 +94,10 @@ async def test_concurrent_calls_on_one_stream_each_get_their_own_answer(stack: S
         assert vectors[3] == await embed(3)  # the same input gets the same vector: answers were not swapped
 
 
-async def test_cancelled_stream_closes_its_upstream_request_and_spares_the_others(stack: Stack) -> None:
+@pytest.mark.parametrize("transport", ["h2", "grpc-exchange"])
+async def test_cancelled_stream_closes_its_upstream_request_and_spares_the_others(stack: Stack, transport: str) -> None:
     stack.call(lambda: stack.upstream.script(hang_after_chunks=2))
-    async with GatewayClient(f"127.0.0.1:{stack.engine.port}") as client:
+    async with GatewayClient(f"127.0.0.1:{stack.engine.port}", **TRANSPORTS[transport]) as client:
         stream = client.stream_chat(_chat("hang"), api_key=API_KEY, request_id="req_cut")
         first = await stream.read()
         assert first is not None
@@ -126,11 +133,12 @@ async def test_the_engine_yields_its_cpu_once_per_stream_and_never_for_unary_cal
             assert len(yields) == n
 
 
-async def test_calls_cut_off_with_their_stream_are_still_recorded(stack: Stack) -> None:
+@pytest.mark.parametrize("transport", ["h2", "grpc-exchange"])
+async def test_calls_cut_off_with_their_stream_are_still_recorded(stack: Stack, transport: str) -> None:
     """The engine records a call once its answer has gone out; calls that never send one, because the stream
     broke under them, are recorded all the same, as cancelled."""
     stack.call(lambda: stack.upstream.script(hang_after_chunks=1, times=3))
-    client = GatewayClient(f"127.0.0.1:{stack.engine.port}")
+    client = GatewayClient(f"127.0.0.1:{stack.engine.port}", **TRANSPORTS[transport])
     streams = [client.stream_chat(_chat(f"cut {i}"), api_key=API_KEY, request_id=f"req_cut_{i}") for i in range(3)]
     for stream in streams:
         first = await stream.read()
@@ -251,9 +259,10 @@ async def test_a_draining_engine_ends_each_stream_once_its_running_calls_end(sta
         assert await call.code() == grpc.StatusCode.OK
 
 
-async def test_calls_fail_while_the_engine_is_down_and_work_once_it_is_back(stack: Stack) -> None:
+@pytest.mark.parametrize("transport", ["h2", "grpc-exchange"])
+async def test_calls_fail_while_the_engine_is_down_and_work_once_it_is_back(stack: Stack, transport: str) -> None:
     port = stack.engine.port
-    async with GatewayClient(f"127.0.0.1:{port}") as client:
+    async with GatewayClient(f"127.0.0.1:{port}", **TRANSPORTS[transport]) as client:
         assert (await client.complete(_chat("up"), api_key=API_KEY)).response.choices[0].message.text
         await _on_stack(stack, stack.engine.stop(grace=5))
         with pytest.raises(errors.UnavailableError):
