@@ -126,6 +126,7 @@ class GrpcStream(asyncio.Protocol):
         self._buffer = bytearray()  # received, not yet a whole frame
         self._message = bytearray()  # DATA payload, not yet a whole gRPC message
         self._block = bytearray()  # a header block awaiting its CONTINUATION frames
+        self._in_block = False
         self._block_ends_stream = False
         self._headers_seen = False
         self._outgoing = bytearray()  # framed messages the peer's windows have not admitted yet
@@ -218,14 +219,14 @@ class GrpcStream(asyncio.Protocol):
     # Frames
 
     def _frame(self, kind: int, flags: int, stream_id: int, payload: bytes) -> None:
-        if self._block and kind != CONTINUATION:
+        if self._in_block and kind != CONTINUATION:
             raise ProtocolError("a header block was interrupted")
         if kind == DATA:
             self._data(flags, stream_id, payload)
         elif kind == HEADERS:
             self._headers(flags, stream_id, payload)
         elif kind == CONTINUATION:
-            if not self._block or stream_id != STREAM_ID:
+            if not self._in_block or stream_id != STREAM_ID:
                 raise ProtocolError("CONTINUATION without a header block")
             self._add_to_block(flags, payload)
         elif kind == SETTINGS:
@@ -295,7 +296,8 @@ class GrpcStream(asyncio.Protocol):
         self._block += payload
         if len(self._block) > MAX_HEADER_BLOCK:
             raise ProtocolError("header block too large")
-        if not flags & END_HEADERS:
+        self._in_block = not flags & END_HEADERS
+        if self._in_block:
             return
         block, self._block = bytes(self._block), bytearray()
         try:

@@ -369,6 +369,11 @@ _TRAILERS_ONLY = [
         ),
         (lambda p: p.ok_headers() + frame(DATA, 0, 3, _message(b"x")), grpc.StatusCode.INTERNAL, "protocol error"),
         (lambda p: frame(DATA, 0, 1, _message(b"x")), grpc.StatusCode.INTERNAL, "before the response headers"),
+        (
+            lambda p: p.headers([(":status", "200")], 0) + frame(DATA, 0, 1, _message(b"x")),
+            grpc.StatusCode.INTERNAL,
+            "header block was interrupted",
+        ),
         (lambda p: p.ok_headers() + frame(DATA, END_STREAM, 1, b""), grpc.StatusCode.INTERNAL, "without trailers"),
         (
             lambda p: p.ok_headers() + frame(h2_stream.RST_STREAM, 0, 1, bytes(3) + b"\x07"),
@@ -385,6 +390,7 @@ _TRAILERS_ONLY = [
         "compressed",
         "wrong-stream",
         "data-first",
+        "interrupted-block",
         "no-trailers",
         "reset",
         "goaway",
