@@ -219,6 +219,14 @@ async def test_a_body_delimited_by_close_and_a_closed_connection_is_not_reused(h
     assert served.connections == 2
 
 
+async def _post_twice(http: UpstreamHttp, url: str, answer: bytes, *, pause: float) -> None:
+    """Two POSTs to `url`, `pause` seconds apart, each answered with `answer`."""
+    for _ in range(2):
+        async with http.post(url, b"{}", JSON, FAST) as response:
+            assert await response.read() == answer
+        await asyncio.sleep(pause)
+
+
 async def test_an_idle_connection_the_server_closed_is_replaced(http: UpstreamHttp) -> None:
 
     async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -229,10 +237,7 @@ async def test_an_idle_connection_the_server_closed_is_replaced(http: UpstreamHt
         writer.close()  # the server's keep-alive timeout, after the answer
 
     async with _raw_server(script) as served:
-        for _ in range(2):
-            async with http.post(served.url, b"{}", JSON, FAST) as response:
-                assert await response.read() == b"ok"
-            await asyncio.sleep(0.2)
+        await _post_twice(http, served.url, b"ok", pause=0.2)
     assert served.connections == 2
 
 
@@ -383,10 +388,7 @@ async def test_a_connection_that_answers_twice_is_not_reused(http: UpstreamHttp)
             await writer.drain()
 
     async with _raw_server(script) as served:
-        for _ in range(2):
-            async with http.post(served.url, b"{}", JSON, FAST) as response:
-                assert await response.read() == b"one"
-            await asyncio.sleep(0.05)
+        await _post_twice(http, served.url, b"one", pause=0.05)
     assert served.connections == 2
 
 
