@@ -4,6 +4,7 @@ import asyncio
 import logging
 import os
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 
 from aiohttp import web
@@ -12,6 +13,7 @@ from facade.app import create_app
 
 DEFAULT_PORT = 8080
 DEFAULT_ENGINE_ADDR = "127.0.0.1:50051"
+EXCHANGE_ENV = "CHITTYCAN_ENGINE_EXCHANGE"
 
 
 def _server_settings() -> tuple[int, str]:
@@ -23,10 +25,20 @@ def _server_settings() -> tuple[int, str]:
     return port, engine
 
 
+def exchange_framed_here(environ: Mapping[str, str] = os.environ) -> bool:
+    """CHITTYCAN_ENGINE_EXCHANGE: `h2` (the default) frames the exchange stream on the facade's loop
+    (clients.h2_stream), `grpc` leaves it to grpc.aio; anything else is a configuration error."""
+    value = environ.get(EXCHANGE_ENV, "h2").strip().lower() or "h2"
+    if value not in {"h2", "grpc"}:
+        raise SystemExit(f"{EXCHANGE_ENV} must be h2 or grpc, not {value!r}")
+    return value == "h2"
+
+
 def main() -> None:
     """Run the facade until SIGINT/SIGTERM."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     port, engine = _server_settings()
+    h2_exchange = exchange_framed_here()
     try:
         import uvloop
     except ImportError:
@@ -34,7 +46,7 @@ def main() -> None:
     else:
         loop = uvloop.new_event_loop()
     web.run_app(
-        create_app(engine),
+        create_app(engine, h2_exchange=h2_exchange),
         host=os.environ.get("CHITTYCAN_HOST", "0.0.0.0"),
         port=port,
         access_log=None,

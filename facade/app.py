@@ -74,15 +74,17 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-def create_app(engine_addr: str, *, tracer_provider: trace.TracerProvider | None = None) -> web.Application:
-    """The facade app, talking to the engine at `engine_addr`; traced as the OTEL_* variables say unless
-    `tracer_provider` is given."""
+def create_app(
+    engine_addr: str, *, tracer_provider: trace.TracerProvider | None = None, h2_exchange: bool = True
+) -> web.Application:
+    """The facade app, talking to the engine at `engine_addr` (see clients.gateway.GatewayClient for
+    `h2_exchange`); traced as the OTEL_* variables say unless `tracer_provider` is given."""
     middlewares = [observability.trace_requests, openai_errors]
     app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY_BYTES)
     observability.setup_tracing(app, tracer_provider)
 
     async def engine_channel(app: web.Application) -> AsyncIterator[None]:
-        client = GatewayClient(engine_addr)
+        client = GatewayClient(engine_addr, h2_exchange=h2_exchange)
         app[ENGINE] = client
         yield
         await client.close()
