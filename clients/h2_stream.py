@@ -29,8 +29,10 @@ PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 STREAM_ID = 1
 DEFAULT_WINDOW = 65_535
 DEFAULT_FRAME = 16_384
-# What this side lets the engine send before it acknowledges: acknowledged at half, as soon as it is parsed.
+# What this side lets the engine send before it acknowledges (sending more ends the connection); what it has
+# parsed is acknowledged once that reaches ACKNOWLEDGE_AT.
 RECEIVE_WINDOW = 4 << 20
+ACKNOWLEDGE_AT = RECEIVE_WINDOW // 2
 # A header block (headers or trailers) larger than this ends the connection.
 MAX_HEADER_BLOCK = 64 << 10
 CONNECT_TIMEOUT = 10.0
@@ -133,6 +135,8 @@ class GrpcStream(asyncio.Protocol):
         self._connection_window = DEFAULT_WINDOW
         self._stream_window = self._initial_window = DEFAULT_WINDOW
         self._max_frame = DEFAULT_FRAME
+        # What the engine may still send (the stream's and the connection's windows move together: one stream).
+        self._receive_window = RECEIVE_WINDOW
         self._unacknowledged = 0
         self._half_closed = False
         self._heard = time.monotonic()
@@ -211,9 +215,10 @@ class GrpcStream(asyncio.Protocol):
             self._fail(err)
             return
         del buffer[:start]
-        if self._unacknowledged >= RECEIVE_WINDOW // 2 and self._transport is not None:
+        if self._unacknowledged >= ACKNOWLEDGE_AT and self._transport is not None:
             increment = _U32.pack(self._unacknowledged)
             self._transport.write(frame(WINDOW_UPDATE, 0, 0, increment) + frame(WINDOW_UPDATE, 0, STREAM_ID, increment))
+            self._receive_window += self._unacknowledged
             self._unacknowledged = 0
 
     # Frames
@@ -256,6 +261,9 @@ class GrpcStream(asyncio.Protocol):
 
     def _data(self, flags: int, stream_id: int, payload: bytes) -> None:
         self._unacknowledged += len(payload)
+        self._receive_window -= len(payload)
+        if self._receive_window < 0:
+            raise ProtocolError("DATA beyond the window this side gave", FLOW_CONTROL_ERROR)
         if stream_id != STREAM_ID:
             raise ProtocolError("DATA on a stream this side did not open")
         if not self._headers_seen:

@@ -99,7 +99,8 @@ async def _grpc_server() -> AsyncIterator[tuple[str, _Echo, grpc.aio.Server]]:
                 return
 
     handler = grpc.stream_stream_rpc_method_handler(handle)
-    server = grpc.aio.server()
+    limit = [("grpc.max_receive_message_length", 8 << 20), ("grpc.max_send_message_length", 8 << 20)]
+    server = grpc.aio.server(options=limit)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("test.Echo", {"Go": handler}),))
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
@@ -118,7 +119,8 @@ async def test_messages_larger_than_the_windows_and_frames_go_both_ways_in_order
     async with _grpc_server() as (target, echo, _):
         echo.stop_after = 4
         call = await _open(_address(target))
-        sent = [b"a", bytes(range(256)) * (12 << 10), b"", b"z" * 70_000]  # 3 MiB: > 64 KiB window, > 16 KiB frame
+        # 5 MiB: more than the engine's first window and ours, many frames
+        sent = [b"a", bytes(range(256)) * (20 << 10), b"", b"z" * 70_000]
         for message in sent:
             call.stream.send(message)
         status = await call.end()
@@ -411,6 +413,23 @@ async def test_broken_or_refused_answers_end_the_call_with_a_status(
         status = await (await _open(address)).end()
         assert status.code == code.value[0]
         assert says in status.message
+
+
+async def test_data_beyond_the_window_given_ends_the_connection(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(h2_stream, "RECEIVE_WINDOW", 70_000)
+    monkeypatch.setattr(h2_stream, "ACKNOWLEDGE_AT", 1 << 30)  # no acknowledgement opens it again
+
+    async def script(peer: _Peer) -> None:
+        await peer.preface()
+        peer.writer.write(peer.ok_headers())
+        for _ in range(5):  # 80,000 bytes
+            peer.writer.write(frame(DATA, 0, 1, bytes(16_000)))
+        await peer.until(GOAWAY)  # or the connection closes under it, unread data making it a reset
+
+    async with _scripted(script) as address:
+        status = await (await _open(address)).end()
+        assert status.code == grpc.StatusCode.INTERNAL.value[0]
+        assert "beyond the window" in status.message
 
 
 async def test_a_silent_engine_is_pinged_and_then_given_up(monkeypatch: pytest.MonkeyPatch) -> None:
