@@ -307,18 +307,29 @@ async def test_unreachable_and_bad_requests(http: UpstreamHttp, unused_tcp_port:
             pass
 
 
-async def test_a_response_left_unread_closes_its_connection(http: UpstreamHttp) -> None:
-    """A caller that leaves with an exception (a cancelled stream) cannot leave half a response for the next
-    request."""
+def _in_two_parts(first: bytes, rest: bytes | None) -> Script:
+    """A script answering every request on its connection with `first`, then `rest` (if any) 50 ms later."""
 
     async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while True:
             await _read_request(reader)
-            writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\none\n\r\n")
+            writer.write(first)
             await writer.drain()
             await asyncio.sleep(0.05)
-            writer.write(b"4\r\ntwo\n\r\n0\r\n\r\n")
-            await writer.drain()
+            if rest is not None:
+                writer.write(rest)
+                await writer.drain()
+
+    return script
+
+
+async def test_a_response_left_unread_closes_its_connection(http: UpstreamHttp) -> None:
+    """A caller that leaves with an exception (a cancelled stream) cannot leave half a response for the next
+    request."""
+
+    script = _in_two_parts(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\none\n\r\n", b"4\r\ntwo\n\r\n0\r\n\r\n"
+    )
 
     async def leave_mid_stream(url: str) -> None:
         async with http.post(url, b"{}", JSON, FAST) as response, aclosing(response.lines()) as lines:
@@ -340,15 +351,8 @@ async def test_a_stream_left_at_its_end_marker_keeps_its_connection_when_the_bod
     """A provider stops reading at `data: [DONE]`; the chunked body's end often follows in a packet of its own."""
     monkeypatch.setattr(upstream_http, "_DRAIN_SECONDS", 0.2)
 
-    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while True:
-            await _read_request(reader)
-            writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nE\r\ndata: [DONE]\n\n\r\n")
-            await writer.drain()
-            await asyncio.sleep(0.05)
-            if ends:
-                writer.write(b"0\r\n\r\n")
-                await writer.drain()
+    head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nE\r\ndata: [DONE]\n\n\r\n"
+    script = _in_two_parts(head, b"0\r\n\r\n" if ends else None)
 
     async with _raw_server(script) as served:
         for _ in range(2):
