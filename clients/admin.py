@@ -7,8 +7,7 @@ import grpc
 from chittycan.v1 import admin_pb2, admin_pb2_grpc
 from clients.errors import error_from_aio
 from clients.gateway import CHANNEL_OPTIONS, call_metadata
-
-MASTER_KEY_FILE = "master.key"
+from engine.config import MASTER_KEY_FILE
 
 
 def read_master_key(configured: str, data_dir: Path) -> str | None:

@@ -12,11 +12,10 @@ from chittycan.v1 import admin_pb2, admin_pb2_grpc
 from engine import errors
 from engine.auth import bearer_token
 from engine.budgets import Budgets
+from engine.config import MASTER_KEY_FILE
 from engine.errors import GatewayError
 from engine.service import abort, internal_error
 from engine.tokens import TokenStore
-
-MASTER_KEY_FILE = "master.key"
 
 
 def master_key(configured: str, data_dir: Path) -> str:

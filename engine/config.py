@@ -11,6 +11,9 @@ from typing import Any
 
 CONFIG_ENV = "CHITTYCAN_CONFIG"
 DEFAULT_CONFIG_FILE = "chittycan.toml"
+# The master key the engine generates when none is configured, under the data directory (engine.admin writes it,
+# clients.admin reads it).
+MASTER_KEY_FILE = "master.key"
 
 # Environment variable -> (table, key) it overrides.
 _ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
