@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from chittycan.v1 import admin_pb2
 from clients.admin import AdminClient, no_master_key, read_master_key
 from clients.errors import GatewayCallError
-from engine.config import load_settings
+from engine.config import Settings, load_settings
 
 _DURATION = re.compile(r"^(\d+)([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -27,8 +27,8 @@ def _usd(micros: int) -> str:
     return f"${micros / 1e6:,.2f}"
 
 
-def _run(action: Callable[[AdminClient], Awaitable[int]]) -> int:
-    settings = load_settings()
+def _run(action: Callable[[AdminClient], Awaitable[int]], settings: Settings | None = None) -> int:
+    settings = settings or load_settings()
     key = read_master_key(settings.tenancy.master_key, settings.data_dir)
     if key is None:
         print(no_master_key(settings.data_dir))
@@ -46,12 +46,21 @@ def _run(action: Callable[[AdminClient], Awaitable[int]]) -> int:
 
 
 def cmd_token_create(args: argparse.Namespace) -> int:
-    """Create a token and print its secret once."""
+    """Create a token and print its secret once. Without --tenant the token goes to the deployment's tenant
+    (CHITTY_TENANT_ID) when one is set, with its budget (CHITTY_BUDGET_MONTHLY_USD) unless --budget-monthly-usd
+    says otherwise; else to a tenant of its own."""
+    settings = load_settings()
+    tenancy = settings.tenancy
     request = admin_pb2.CreateTokenRequest(
-        tenant=args.tenant or "", scopes=args.scopes.split(","), name=args.name or "", ttl_seconds=args.expires_in
+        tenant=args.tenant or tenancy.default_tenant,
+        scopes=args.scopes.split(","),
+        name=args.name or "",
+        ttl_seconds=args.expires_in,
     )
     if args.budget_monthly_usd is not None:
         request.monthly_budget_micros = round(args.budget_monthly_usd * 1_000_000)
+    elif args.tenant is None and tenancy.default_tenant and tenancy.default_monthly_micros:
+        request.monthly_budget_micros = tenancy.default_monthly_micros
 
     async def create(admin: AdminClient) -> int:
         created = await admin.create_token(request)
@@ -60,12 +69,12 @@ def cmd_token_create(args: argparse.Namespace) -> int:
         print(f"id {token.id}  tenant {token.tenant}  scopes {','.join(token.scopes)}", end="")
         if token.HasField("expires"):
             print(f"  expires {_time(token.expires.seconds)}", end="")
-        if args.budget_monthly_usd is not None:
+        if request.HasField("monthly_budget_micros"):
             print(f"  budget {_usd(request.monthly_budget_micros)}/month", end="")
         print("\nThis is the only time the token is shown: store it now (export OPENAI_API_KEY=<token>).")
         return 0
 
-    return _run(create)
+    return _run(create, settings)
 
 
 def cmd_token_list(args: argparse.Namespace) -> int:
@@ -137,8 +146,15 @@ def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
     )
     create = token.add_parser("create", help="create a token (printed once)")
     create.add_argument("--scopes", default="ai:read,ai:write", help="comma-separated: ai:read, ai:write")
-    create.add_argument("--tenant", help="tenant charged for the token's requests (default: a new one)")
-    create.add_argument("--budget-monthly-usd", type=float, help="monthly budget of the tenant in USD")
+    create.add_argument(
+        "--tenant",
+        help="tenant charged for the token's requests (default: CHITTY_TENANT_ID if set, else a new one)",
+    )
+    create.add_argument(
+        "--budget-monthly-usd",
+        type=float,
+        help="monthly budget of the tenant in USD (default for CHITTY_TENANT_ID's tenant: CHITTY_BUDGET_MONTHLY_USD)",
+    )
     create.add_argument("--expires-in", type=parse_duration, default=0, help="lifetime, e.g. 30d (default never)")
     create.add_argument("--name", help="a label")
     create.set_defaults(func=cmd_token_create)

@@ -89,3 +89,27 @@ def test_budget_commands(stack: Stack) -> None:
     assert shown.returncode == 0, shown.stderr
     assert "budget $25.00" in shown.stdout
     assert "spent $0.00" in shown.stdout
+
+
+def test_token_create_follows_the_playbooks_tenant_and_budget_variables(stack: Stack) -> None:
+    # The playbook exports CHITTY_TENANT_ID and CHITTY_BUDGET_MONTHLY_USD, then runs `can auth token create`.
+    playbook_env = {"CHITTY_TENANT_ID": "team-env", "CHITTY_BUDGET_MONTHLY_USD": "7"}
+    created = can(stack, "auth", "token", "create", "--scopes", "ai:read,ai:write", env=playbook_env)
+    assert created.returncode == 0, created.stderr
+    assert "tenant team-env" in created.stdout
+    assert "budget $7.00/month" in created.stdout
+    secret = created.stdout.splitlines()[0]
+    with openai.OpenAI(api_key=secret, base_url=stack.base_url, max_retries=0) as sdk:
+        raw = sdk.chat.completions.with_raw_response.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "hi"}]
+        )
+    assert raw.headers["x-chittycan-tenant"] == "team-env"
+    assert 0 < float(raw.headers["x-chittycan-budget-remaining"]) < 7
+    assert "budget $7.00" in can(stack, "budget", "show", "team-env").stdout
+
+    # An explicit --tenant wins, and the deployment's budget is not applied to it.
+    other = can(stack, "auth", "token", "create", "--tenant", "team-own", env=playbook_env)
+    assert other.returncode == 0, other.stderr
+    assert "tenant team-own" in other.stdout
+    assert "budget" not in other.stdout.splitlines()[1]
+    assert "budget none" in can(stack, "budget", "show", "team-own").stdout
