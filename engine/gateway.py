@@ -238,7 +238,14 @@ class Gateway:
         return gateway_pb2.GetModelResponse(model=self._model(model_id))
 
     def _model(self, name: str) -> model_pb2.Model:
-        return model_pb2.Model(id=name, created=_MODEL_CREATED, owned_by=self._router.resolve(name)[0].provider)
+        try:
+            route = self._router.resolve(name)[0]
+        except GatewayError as err:
+            if err.reason != errors.MODEL_NOT_FOUND:
+                raise
+            # OpenAI's models endpoint words it so and names the parameter; its chat endpoint does neither.
+            raise GatewayError(err.code, err.reason, f"The model '{name}' does not exist", param="model") from None
+        return model_pb2.Model(id=name, created=_MODEL_CREATED, owned_by=route.provider)
 
 
 class _StreamRun:

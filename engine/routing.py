@@ -75,7 +75,6 @@ class Router:
                 grpc.StatusCode.NOT_FOUND,
                 MODEL_NOT_FOUND,
                 f"The model `{model}` does not exist or you do not have access to it.",
-                param="model",
             )
         if self._dev and first.provider not in self._in_process:
             return (self._dev_route(self._dev_embedding_model if embedding else self._dev_model, first),)

@@ -36,7 +36,7 @@ def test_sync_client_calls_and_errors(stack: Stack) -> None:
             client.complete(_chat(model="nope"), api_key=API_KEY)
         assert caught.value.reason == "MODEL_NOT_FOUND"
         assert caught.value.openai.code == "model_not_found"
-        assert caught.value.param == "model"
+        assert caught.value.param is None
         with pytest.raises(errors.AuthenticationError):
             client.complete(_chat())
 

@@ -62,7 +62,7 @@ async def test_every_transport_gives_the_same_answers_and_errors(stack: Stack, t
         assert len(vectors.response.data[0].values) == 8
         with pytest.raises(errors.NotFoundError) as missing:
             await client.complete(_chat("hi", model="nope"), api_key=API_KEY)
-        assert (missing.value.reason, missing.value.param) == ("MODEL_NOT_FOUND", "model")
+        assert (missing.value.reason, missing.value.param) == ("MODEL_NOT_FOUND", None)
         with pytest.raises(errors.AuthenticationError):
             await client.embed(_embedding("x"))
         stream = client.stream_chat(_chat("hi", model="nope"), api_key=API_KEY)

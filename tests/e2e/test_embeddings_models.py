@@ -62,8 +62,10 @@ def test_models_list_and_retrieve(client: openai.OpenAI) -> None:
         assert model in ids
     model = client.models.retrieve("claude-sonnet-4")
     assert (model.id, model.object, model.owned_by) == ("claude-sonnet-4", "model", "anthropic")
-    with pytest.raises(openai.NotFoundError):
+    with pytest.raises(openai.NotFoundError) as caught:
         client.models.retrieve("invalid-model-name")
+    assert (caught.value.code, caught.value.param) == ("model_not_found", "model")
+    assert caught.value.body["message"] == "The model 'invalid-model-name' does not exist"
 
 
 def test_models_need_a_key(stack: Stack) -> None:

@@ -39,8 +39,9 @@ def test_unknown_model_is_404_model_not_found(client: openai.OpenAI, stack: Stac
     with pytest.raises(openai.NotFoundError) as caught:
         client.chat.completions.create(model="invalid-model-name", messages=HELLO)
     assert caught.value.code == "model_not_found"
-    assert caught.value.param == "model"
-    assert "invalid-model-name" in caught.value.message
+    assert caught.value.param is None
+    message = "The model `invalid-model-name` does not exist or you do not have access to it."
+    assert caught.value.body["message"] == message
     assert stack.upstream_requests() == []
 
 
