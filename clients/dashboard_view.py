@@ -1,5 +1,6 @@
 """The dashboard for people and scripts: the playbook's box layout, and a JSON document of the same figures."""
 
+import math
 from typing import Any
 
 from google.protobuf import duration_pb2
@@ -12,10 +13,10 @@ PERCENTILE_METHOD = "exact: nearest rank over every answered request (HTTP statu
 
 
 def usd(micros: float, places: int) -> str:
-    """`$` and `places` decimals, or all six when that would show a non-zero amount as zero."""
+    """`$` and `places` decimals, or two significant digits when `places` would show a non-zero amount as zero."""
     amount = micros / 1e6
     if micros and round(amount, places) == 0:
-        return f"${amount:.6f}"
+        return f"${amount:.{1 - math.floor(math.log10(abs(amount)))}f}"
     return f"${amount:,.{places}f}"
 
 
@@ -54,7 +55,8 @@ def render_box(figures: observability_pb2.Dashboard, window: str) -> str:
     rows += [None, "Model Distribution:"]
     for model in figures.models:
         share = f"{100 * _ratio(model.requests, requests):.0f}%"
-        rows.append(f"  {model.model + ':':<{_LABEL - 2}}{share} ({model.requests:,} requests)")
+        noun = "request" if model.requests == 1 else "requests"
+        rows.append(f"  {model.model + ':':<{_LABEL - 3}} {share} ({model.requests:,} {noun})")
     if not figures.models:
         rows.append("  (no requests)")
     width = max(_INNER, *(len(row) for row in rows if row is not None))

@@ -99,7 +99,9 @@ def _expected(records: list[usage_pb2.UsageRecord]) -> dict[str, Any]:
 
 def _usd(micros: float, places: int) -> str:
     amount = micros / 1e6
-    return f"${amount:.6f}" if micros and round(amount, places) == 0 else f"${amount:,.{places}f}"
+    if micros and round(amount, places) == 0:
+        return f"${amount:.{1 - math.floor(math.log10(amount))}f}"
+    return f"${amount:,.{places}f}"
 
 
 def _ms(micros: int) -> str:
@@ -123,7 +125,7 @@ def _box(e: dict[str, Any]) -> str:
         *(f"  P{p}:  {_ms(e['latency_micros'][p])}" for p in (50, 95, 99)),
         None,
         "Model Distribution:",
-        *(f"  {m + ':':<21}{100 * n / total:.0f}% ({n} requests)" for m, n in e["models"]),
+        *(f"  {m + ':':<20} {100 * n / total:.0f}% ({n} request{'' if n == 1 else 's'})" for m, n in e["models"]),
     ]
     lines = ["┌" + "─" * 53 + "┐"]
     lines += ["├" + "─" * 53 + "┤" if row is None else f"│ {row:<52}│" for row in rows]
