@@ -10,7 +10,7 @@ from typing import TypeVar
 
 import grpc
 
-from chittycan.v1 import completion_pb2, embedding_pb2
+from chittycan.v1 import completion_pb2, embedding_pb2, gateway_pb2
 from engine import errors
 from engine.config import ProviderSettings, RetrySettings
 from engine.errors import GatewayError
@@ -34,10 +34,12 @@ class _Leg:
 
 @dataclass(slots=True)
 class Attempted:
-    """What the dispatcher did: the route that answered and the time spent waiting on upstreams."""
+    """What the dispatcher did: the route that answered, the time spent waiting on upstreams, and the rate limits
+    the answering upstream reported."""
 
     route: Route | None = None
     upstream_seconds: float = 0.0
+    rate_limits: gateway_pb2.RateLimits | None = None
 
 
 class Dispatcher:
@@ -131,6 +133,7 @@ class Dispatcher:
                 finally:
                     attempted.upstream_seconds += time.perf_counter() - started
                 attempted.route = leg.route
+                attempted.rate_limits = call.answer.rate_limits
                 return result
         raise _exhausted(last)
 
@@ -172,7 +175,8 @@ class Dispatcher:
         for leg in self._legs(routes, client_key):
             provider = self._providers[leg.route.provider]
             for attempt in range(self._retry.attempts):
-                chunks = provider.stream_completion(request, self._call(leg, deadline))
+                call = self._call(leg, deadline)
+                chunks = provider.stream_completion(request, call)
                 started = time.perf_counter()
                 async with aclosing(chunks) as it:  # type: ignore[type-var]
                     try:
@@ -190,6 +194,7 @@ class Dispatcher:
                         attempted.upstream_seconds += time.perf_counter() - started
                     if first is not None:
                         attempted.route = leg.route
+                        attempted.rate_limits = call.answer.rate_limits
                         yield first
                         while True:
                             started = time.perf_counter()

@@ -126,6 +126,8 @@ class Meter:
         route = self.answered()
         self.record.cache = status
         meta = gateway_pb2.ResponseMeta(cache=status, model=route.model, provider=route.provider, tenant=self._tenant)
+        if self.attempted.rate_limits is not None:
+            meta.rate_limits.CopyFrom(self.attempted.rate_limits)
         return self._timing(meta)
 
     def miss(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from datetime import UTC, datetime
 from itertools import pairwise
 from typing import Any
 
@@ -50,7 +52,16 @@ def _headers(req: RecordedRequest) -> dict[str, str]:
         "request-id": "req_011C" + hex_id(req.raw, 20, "anthropic"),
         "anthropic-ratelimit-requests-limit": "4000",
         "anthropic-ratelimit-requests-remaining": "3999",
+        "anthropic-ratelimit-requests-reset": _rfc3339(time.time() + 1),
+        "anthropic-ratelimit-tokens-limit": "800000",
+        "anthropic-ratelimit-tokens-remaining": "799950",
+        "anthropic-ratelimit-tokens-reset": _rfc3339(time.time() + 60),
     }
+
+
+def _rfc3339(unix: float) -> str:
+    """A time as Anthropic writes its rate-limit resets: RFC 3339, UTC, whole seconds."""
+    return datetime.fromtimestamp(unix, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _error(req: RecordedRequest, status: int, message: str) -> Reply:

@@ -81,7 +81,11 @@ def _headers(req: RecordedRequest) -> dict[str, str]:
         "openai-version": "2020-10-01",
         "openai-processing-ms": "42",
         "x-ratelimit-limit-requests": "10000",
+        "x-ratelimit-limit-tokens": "30000000",
         "x-ratelimit-remaining-requests": "9999",
+        "x-ratelimit-remaining-tokens": "29999993",
+        "x-ratelimit-reset-requests": "6ms",
+        "x-ratelimit-reset-tokens": "2m59.56s",
         "x-request-id": "req_" + hex_id(req.raw, 32, req.path),
     }
 

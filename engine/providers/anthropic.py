@@ -17,6 +17,7 @@ from engine.providers.anthropic_translate import (
     response_from_anthropic,
 )
 from engine.providers.base import UpstreamCall, connection_error, timeout_error, truncated_error
+from engine.providers.rate_limits import from_anthropic as rate_limits_from_anthropic
 from engine.providers.sse import iter_sse_events
 from engine.upstream_http import UpstreamHttp, UpstreamHttpError
 
@@ -49,6 +50,7 @@ class AnthropicProvider:
                 raw = await resp.read()
                 if resp.status != 200:
                     raise error_from_response(resp.status, raw, resp.headers)
+                call.answer.rate_limits = rate_limits_from_anthropic(resp.headers, self._clock())
         except TimeoutError:
             raise timeout_error(self.name) from None
         except UpstreamHttpError as exc:
@@ -73,6 +75,7 @@ class AnthropicProvider:
             async with self._http.post(self._url, data, self._headers(call), call.timeouts(streaming=True)) as resp:
                 if resp.status != 200:
                     raise error_from_response(resp.status, await resp.read(), resp.headers)
+                call.answer.rate_limits = rate_limits_from_anthropic(resp.headers, self._clock())
                 async for event in iter_sse_events(resp.lines()):
                     chunk = translator.chunk_from_event(event.event, _event_data(event.data))
                     if chunk is not None:

@@ -1,15 +1,22 @@
 """The Provider protocol every upstream dialect implements, and the per-call upstream parameters."""
 
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import grpc
 
-from chittycan.v1 import completion_pb2, embedding_pb2, error_pb2
+from chittycan.v1 import completion_pb2, embedding_pb2, error_pb2, gateway_pb2
 from engine import errors
 from engine.errors import GatewayError
 from engine.upstream_http import Timeouts, UpstreamHttpError
+
+
+@dataclass(slots=True)
+class UpstreamAnswer:
+    """What the provider learned from a successful response besides the answer itself."""
+
+    rate_limits: gateway_pb2.RateLimits | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,6 +24,7 @@ class UpstreamCall:
     """What one upstream call needs beyond the canonical request: the upstream model id, key and time limits.
 
     `first_byte_timeout` bounds the wait for response headers and, when streaming, for each next chunk.
+    The provider fills `answer` when the upstream accepts the call.
     """
 
     model: str
@@ -24,6 +32,7 @@ class UpstreamCall:
     connect_timeout: float
     first_byte_timeout: float
     total_timeout: float
+    answer: UpstreamAnswer = field(default_factory=UpstreamAnswer)
 
     def timeouts(self, *, streaming: bool) -> Timeouts:
         """The HTTP timeouts: a stream has no total bound beyond the per-chunk one and the gRPC deadline."""

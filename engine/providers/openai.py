@@ -23,6 +23,7 @@ from engine.providers.openai_translate import (
     embedding_response_from_openai,
     response_from_openai,
 )
+from engine.providers.rate_limits import from_openai as rate_limits_from_openai
 from engine.providers.sse import iter_sse_events
 from engine.upstream_http import UpstreamHttp, UpstreamHttpError
 
@@ -82,6 +83,7 @@ class OpenAIProvider:
                 raw = await resp.read()
                 if resp.status != 200:
                     raise error_from_response(resp.status, raw, resp.headers)
+                call.answer.rate_limits = rate_limits_from_openai(resp.headers)
         except TimeoutError:
             raise timeout_error(self.name) from None
         except UpstreamHttpError as exc:
@@ -109,6 +111,7 @@ class OpenAIProvider:
             ) as resp:
                 if resp.status != 200:
                     raise error_from_response(resp.status, await resp.read(), resp.headers)
+                call.answer.rate_limits = rate_limits_from_openai(resp.headers)
                 async for event in iter_sse_events(resp.lines()):
                     if event.data == b"[DONE]":
                         return

@@ -9,6 +9,7 @@ import pytest
 
 from engine.providers.anthropic import ANTHROPIC_VERSION
 from engine.providers.anthropic_translate import DEFAULT_MAX_TOKENS
+from engine.providers.rate_limits import go_duration_micros
 from tests import rawhttp
 from tests.e2e.test_chat import WEATHER_TOOL
 from tests.stack import API_KEY, Stack
@@ -405,6 +406,21 @@ def test_in_band_error_frame_is_openai_shaped(stack: Stack) -> None:
     assert frames[-1] != "data: [DONE]"
     error = json.loads(frames[-1].removeprefix("data: "))["error"]
     assert (error["type"], error["code"], error["message"]) == ("server_error", "overloaded", "Overloaded")
+
+
+def test_anthropic_rate_limits_become_openai_headers(client: openai.OpenAI) -> None:
+    for stream in (False, True):
+        raw = client.chat.completions.with_raw_response.create(model=CLAUDE, messages=HELLO, stream=stream)
+        limits = {k: v for k, v in raw.headers.items() if k.startswith("x-ratelimit-")}
+        assert set(limits) == {
+            f"x-ratelimit-{name}-{kind}" for name in ("limit", "remaining", "reset") for kind in ("requests", "tokens")
+        }
+        assert (limits["x-ratelimit-limit-requests"], limits["x-ratelimit-remaining-requests"]) == ("4000", "3999")
+        assert (limits["x-ratelimit-limit-tokens"], limits["x-ratelimit-remaining-tokens"]) == ("800000", "799950")
+        # Anthropic gives the time of the reset (RFC 3339, whole seconds); OpenAI's header is the time left.
+        assert 0 <= go_duration_micros(limits["x-ratelimit-reset-requests"]) <= 1_000_000
+        assert 58_000_000 <= go_duration_micros(limits["x-ratelimit-reset-tokens"]) <= 60_000_000
+        raw.parse()
 
 
 def test_llama_routes_to_groq(client: openai.OpenAI, stack: Stack) -> None:

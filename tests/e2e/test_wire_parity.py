@@ -60,6 +60,42 @@ def test_json_body_keys_and_values_equal_upstream(stack: Stack) -> None:
     assert gateway.headers["content-type"] == direct.headers["content-type"] == "application/json"
 
 
+def _openai_headers(response: rawhttp.RawResponse) -> dict[str, str]:
+    """OpenAI's own headers: its version, processing time, request id and rate limits."""
+    names = ("openai-", "x-ratelimit-", "x-request-id")
+    return {k.lower(): v for k, v in response.headers.items() if k.lower().startswith(names)}
+
+
+def test_openai_headers_reach_the_client_json_and_stream(stack: Stack) -> None:
+    body: dict[str, object] = {"model": "gpt-4o", "messages": [{"role": "user", "content": "Say hi"}]}
+    for extra in ({"temperature": 0.2}, {"temperature": 0.2, "stream": True}):
+        direct, gateway = _both(stack, "/chat/completions", {**body, **extra})
+        sent, got = _openai_headers(direct), _openai_headers(gateway)
+        assert set(got) == set(sent), "every header OpenAI sends, and no other of its names"
+        rate_limits = {k: v for k, v in sent.items() if k.startswith("x-ratelimit-")}
+        assert len(rate_limits) == 6
+        assert rate_limits.items() <= got.items(), "the upstream's rate limits, as it spelled them"
+        assert got["openai-version"] == sent["openai-version"] == "2020-10-01"
+        assert got["openai-processing-ms"].isdigit()
+        assert got["x-request-id"].startswith("req_")
+        assert gateway.headers["x-chittycan-cache"] == "BYPASS"
+
+
+def test_a_cache_hit_reports_no_upstream_rate_limits(stack: Stack) -> None:
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "Say hi"}], "temperature": 0}
+    first = rawhttp.post(f"{stack.base_url}/chat/completions", json=body, headers=AUTH)
+    assert first.headers["x-chittycan-cache"] == "MISS"
+    assert first.headers["x-ratelimit-remaining-requests"] == "9999"
+    for _ in range(200):  # the entry is committed off the request path
+        again = rawhttp.post(f"{stack.base_url}/chat/completions", json=body, headers=AUTH)
+        if again.headers["x-chittycan-cache"] == "HIT":
+            break
+    assert again.headers["x-chittycan-cache"] == "HIT"
+    assert not [k for k in again.headers if k.lower().startswith("x-ratelimit-")], "no upstream was asked"
+    assert again.headers["openai-version"] == "2020-10-01"
+    assert again.headers["openai-processing-ms"].isdigit()
+
+
 def test_embeddings_json_equal_upstream(stack: Stack) -> None:
     body = {"model": "text-embedding-3-small", "input": ["x", "y"], "dimensions": 16}
     direct, gateway = _both(stack, "/embeddings", body)

@@ -26,43 +26,46 @@ from chittycan.v1 import completion_pb2 as chittycan_dot_v1_dot_completion__pb2
 from chittycan.v1 import embedding_pb2 as chittycan_dot_v1_dot_embedding__pb2
 from chittycan.v1 import model_pb2 as chittycan_dot_v1_dot_model__pb2
 from chittycan.v1 import usage_pb2 as chittycan_dot_v1_dot_usage__pb2
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x63hittycan/v1/gateway.proto\x12\x0c\x63hittycan.v1\x1a\x1d\x63hittycan/v1/completion.proto\x1a\x1c\x63hittycan/v1/embedding.proto\x1a\x18\x63hittycan/v1/model.proto\x1a\x18\x63hittycan/v1/usage.proto\"J\n\x0b\x43\x61llOptions\x12+\n\ncache_mode\x18\x01 \x01(\x0e\x32\x17.chittycan.v1.CacheMode\x12\x0e\n\x06tenant\x18\x02 \x01(\t\"\x9c\x02\n\x0cResponseMeta\x12(\n\x05\x63\x61\x63he\x18\x01 \x01(\x0e\x32\x19.chittycan.v1.CacheStatus\x12\x18\n\x0b\x63ost_micros\x18\x02 \x01(\x03H\x00\x88\x01\x01\x12\r\n\x05model\x18\x03 \x01(\t\x12\x10\n\x08provider\x18\x04 \x01(\t\x12\x0e\n\x06tenant\x18\x05 \x01(\t\x12$\n\x17\x62udget_remaining_micros\x18\x06 \x01(\x03H\x01\x88\x01\x01\x12\x13\n\x0b\x61ge_seconds\x18\x07 \x01(\x03\x12\x17\n\x0foverhead_micros\x18\x08 \x01(\x03\x12\x17\n\x0fupstream_micros\x18\t \x01(\x03\x42\x0e\n\x0c_cost_microsB\x1a\n\x18_budget_remaining_micros\"i\n\x0f\x43ompleteRequest\x12*\n\x07request\x18\x01 \x01(\x0b\x32\x19.chittycan.v1.ChatRequest\x12*\n\x07options\x18\x02 \x01(\x0b\x32\x19.chittycan.v1.CallOptions\"j\n\x10\x43ompleteResponse\x12,\n\x08response\x18\x01 \x01(\x0b\x32\x1a.chittycan.v1.ChatResponse\x12(\n\x04meta\x18\x02 \x01(\x0b\x32\x1a.chittycan.v1.ResponseMeta\"k\n\x11StreamChatRequest\x12*\n\x07request\x18\x01 \x01(\x0b\x32\x19.chittycan.v1.ChatRequest\x12*\n\x07options\x18\x02 \x01(\x0b\x32\x19.chittycan.v1.CallOptions\"5\n\nChunkBatch\x12\'\n\x06\x63hunks\x18\x01 \x03(\x0b\x32\x17.chittycan.v1.ChatChunk\"\xd0\x01\n\x12StreamChatResponse\x12,\n\x06header\x18\x01 \x01(\x0b\x32\x1a.chittycan.v1.ResponseMetaH\x00\x12(\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x17.chittycan.v1.ChatChunkH\x00\x12-\n\x07trailer\x18\x03 \x01(\x0b\x32\x1a.chittycan.v1.ResponseMetaH\x00\x12*\n\x06\x63hunks\x18\x04 \x01(\x0b\x32\x18.chittycan.v1.ChunkBatchH\x00\x42\x07\n\x05\x65vent\"k\n\x0c\x45mbedRequest\x12/\n\x07request\x18\x01 \x01(\x0b\x32\x1e.chittycan.v1.EmbeddingRequest\x12*\n\x07options\x18\x02 \x01(\x0b\x32\x19.chittycan.v1.CallOptions\"l\n\rEmbedResponse\x12\x31\n\x08response\x18\x01 \x01(\x0b\x32\x1f.chittycan.v1.EmbeddingResponse\x12(\n\x04meta\x18\x02 \x01(\x0b\x32\x1a.chittycan.v1.ResponseMeta\"\x13\n\x11ListModelsRequest\"9\n\x12ListModelsResponse\x12#\n\x06models\x18\x01 \x03(\x0b\x32\x13.chittycan.v1.Model\"\x1d\n\x0fGetModelRequest\x12\n\n\x02id\x18\x01 \x01(\t\"6\n\x10GetModelResponse\x12\"\n\x05model\x18\x01 \x01(\x0b\x32\x13.chittycan.v1.Model*Y\n\tCacheMode\x12\x1a\n\x16\x43\x41\x43HE_MODE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43\x41\x43HE_MODE_NO_CACHE\x10\x01\x12\x17\n\x13\x43\x41\x43HE_MODE_NO_STORE\x10\x02\x32\x8c\x03\n\x0eGatewayService\x12I\n\x08\x43omplete\x12\x1d.chittycan.v1.CompleteRequest\x1a\x1e.chittycan.v1.CompleteResponse\x12Q\n\nStreamChat\x12\x1f.chittycan.v1.StreamChatRequest\x1a .chittycan.v1.StreamChatResponse0\x01\x12@\n\x05\x45mbed\x12\x1a.chittycan.v1.EmbedRequest\x1a\x1b.chittycan.v1.EmbedResponse\x12O\n\nListModels\x12\x1f.chittycan.v1.ListModelsRequest\x1a .chittycan.v1.ListModelsResponse\x12I\n\x08GetModel\x12\x1d.chittycan.v1.GetModelRequest\x1a\x1e.chittycan.v1.GetModelResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x63hittycan/v1/gateway.proto\x12\x0c\x63hittycan.v1\x1a\x1d\x63hittycan/v1/completion.proto\x1a\x1c\x63hittycan/v1/embedding.proto\x1a\x18\x63hittycan/v1/model.proto\x1a\x18\x63hittycan/v1/usage.proto\x1a\x1egoogle/protobuf/duration.proto\"J\n\x0b\x43\x61llOptions\x12+\n\ncache_mode\x18\x01 \x01(\x0e\x32\x17.chittycan.v1.CacheMode\x12\x0e\n\x06tenant\x18\x02 \x01(\t\"\xcb\x02\n\x0cResponseMeta\x12(\n\x05\x63\x61\x63he\x18\x01 \x01(\x0e\x32\x19.chittycan.v1.CacheStatus\x12\x18\n\x0b\x63ost_micros\x18\x02 \x01(\x03H\x00\x88\x01\x01\x12\r\n\x05model\x18\x03 \x01(\t\x12\x10\n\x08provider\x18\x04 \x01(\t\x12\x0e\n\x06tenant\x18\x05 \x01(\t\x12$\n\x17\x62udget_remaining_micros\x18\x06 \x01(\x03H\x01\x88\x01\x01\x12\x13\n\x0b\x61ge_seconds\x18\x07 \x01(\x03\x12\x17\n\x0foverhead_micros\x18\x08 \x01(\x03\x12\x17\n\x0fupstream_micros\x18\t \x01(\x03\x12-\n\x0brate_limits\x18\n \x01(\x0b\x32\x18.chittycan.v1.RateLimitsB\x0e\n\x0c_cost_microsB\x1a\n\x18_budget_remaining_micros\"\xb8\x02\n\nRateLimits\x12\x1b\n\x0elimit_requests\x18\x01 \x01(\x03H\x00\x88\x01\x01\x12\x19\n\x0climit_tokens\x18\x02 \x01(\x03H\x01\x88\x01\x01\x12\x1f\n\x12remaining_requests\x18\x03 \x01(\x03H\x02\x88\x01\x01\x12\x1d\n\x10remaining_tokens\x18\x04 \x01(\x03H\x03\x88\x01\x01\x12\x31\n\x0ereset_requests\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12/\n\x0creset_tokens\x18\x06 \x01(\x0b\x32\x19.google.protobuf.DurationB\x11\n\x0f_limit_requestsB\x0f\n\r_limit_tokensB\x15\n\x13_remaining_requestsB\x13\n\x11_remaining_tokens\"i\n\x0f\x43ompleteRequest\x12*\n\x07request\x18\x01 \x01(\x0b\x32\x19.chittycan.v1.ChatRequest\x12*\n\x07options\x18\x02 \x01(\x0b\x32\x19.chittycan.v1.CallOptions\"j\n\x10\x43ompleteResponse\x12,\n\x08response\x18\x01 \x01(\x0b\x32\x1a.chittycan.v1.ChatResponse\x12(\n\x04meta\x18\x02 \x01(\x0b\x32\x1a.chittycan.v1.ResponseMeta\"k\n\x11StreamChatRequest\x12*\n\x07request\x18\x01 \x01(\x0b\x32\x19.chittycan.v1.ChatRequest\x12*\n\x07options\x18\x02 \x01(\x0b\x32\x19.chittycan.v1.CallOptions\"5\n\nChunkBatch\x12\'\n\x06\x63hunks\x18\x01 \x03(\x0b\x32\x17.chittycan.v1.ChatChunk\"\xd0\x01\n\x12StreamChatResponse\x12,\n\x06header\x18\x01 \x01(\x0b\x32\x1a.chittycan.v1.ResponseMetaH\x00\x12(\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x17.chittycan.v1.ChatChunkH\x00\x12-\n\x07trailer\x18\x03 \x01(\x0b\x32\x1a.chittycan.v1.ResponseMetaH\x00\x12*\n\x06\x63hunks\x18\x04 \x01(\x0b\x32\x18.chittycan.v1.ChunkBatchH\x00\x42\x07\n\x05\x65vent\"k\n\x0c\x45mbedRequest\x12/\n\x07request\x18\x01 \x01(\x0b\x32\x1e.chittycan.v1.EmbeddingRequest\x12*\n\x07options\x18\x02 \x01(\x0b\x32\x19.chittycan.v1.CallOptions\"l\n\rEmbedResponse\x12\x31\n\x08response\x18\x01 \x01(\x0b\x32\x1f.chittycan.v1.EmbeddingResponse\x12(\n\x04meta\x18\x02 \x01(\x0b\x32\x1a.chittycan.v1.ResponseMeta\"\x13\n\x11ListModelsRequest\"9\n\x12ListModelsResponse\x12#\n\x06models\x18\x01 \x03(\x0b\x32\x13.chittycan.v1.Model\"\x1d\n\x0fGetModelRequest\x12\n\n\x02id\x18\x01 \x01(\t\"6\n\x10GetModelResponse\x12\"\n\x05model\x18\x01 \x01(\x0b\x32\x13.chittycan.v1.Model*Y\n\tCacheMode\x12\x1a\n\x16\x43\x41\x43HE_MODE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43\x41\x43HE_MODE_NO_CACHE\x10\x01\x12\x17\n\x13\x43\x41\x43HE_MODE_NO_STORE\x10\x02\x32\x8c\x03\n\x0eGatewayService\x12I\n\x08\x43omplete\x12\x1d.chittycan.v1.CompleteRequest\x1a\x1e.chittycan.v1.CompleteResponse\x12Q\n\nStreamChat\x12\x1f.chittycan.v1.StreamChatRequest\x1a .chittycan.v1.StreamChatResponse0\x01\x12@\n\x05\x45mbed\x12\x1a.chittycan.v1.EmbedRequest\x1a\x1b.chittycan.v1.EmbedResponse\x12O\n\nListModels\x12\x1f.chittycan.v1.ListModelsRequest\x1a .chittycan.v1.ListModelsResponse\x12I\n\x08GetModel\x12\x1d.chittycan.v1.GetModelRequest\x1a\x1e.chittycan.v1.GetModelResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'chittycan.v1.gateway_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CACHEMODE']._serialized_start=1496
-  _globals['_CACHEMODE']._serialized_end=1585
-  _globals['_CALLOPTIONS']._serialized_start=157
-  _globals['_CALLOPTIONS']._serialized_end=231
-  _globals['_RESPONSEMETA']._serialized_start=234
-  _globals['_RESPONSEMETA']._serialized_end=518
-  _globals['_COMPLETEREQUEST']._serialized_start=520
-  _globals['_COMPLETEREQUEST']._serialized_end=625
-  _globals['_COMPLETERESPONSE']._serialized_start=627
-  _globals['_COMPLETERESPONSE']._serialized_end=733
-  _globals['_STREAMCHATREQUEST']._serialized_start=735
-  _globals['_STREAMCHATREQUEST']._serialized_end=842
-  _globals['_CHUNKBATCH']._serialized_start=844
-  _globals['_CHUNKBATCH']._serialized_end=897
-  _globals['_STREAMCHATRESPONSE']._serialized_start=900
-  _globals['_STREAMCHATRESPONSE']._serialized_end=1108
-  _globals['_EMBEDREQUEST']._serialized_start=1110
-  _globals['_EMBEDREQUEST']._serialized_end=1217
-  _globals['_EMBEDRESPONSE']._serialized_start=1219
-  _globals['_EMBEDRESPONSE']._serialized_end=1327
-  _globals['_LISTMODELSREQUEST']._serialized_start=1329
-  _globals['_LISTMODELSREQUEST']._serialized_end=1348
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1350
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1407
-  _globals['_GETMODELREQUEST']._serialized_start=1409
-  _globals['_GETMODELREQUEST']._serialized_end=1438
-  _globals['_GETMODELRESPONSE']._serialized_start=1440
-  _globals['_GETMODELRESPONSE']._serialized_end=1494
-  _globals['_GATEWAYSERVICE']._serialized_start=1588
-  _globals['_GATEWAYSERVICE']._serialized_end=1984
+  _globals['_CACHEMODE']._serialized_start=1890
+  _globals['_CACHEMODE']._serialized_end=1979
+  _globals['_CALLOPTIONS']._serialized_start=189
+  _globals['_CALLOPTIONS']._serialized_end=263
+  _globals['_RESPONSEMETA']._serialized_start=266
+  _globals['_RESPONSEMETA']._serialized_end=597
+  _globals['_RATELIMITS']._serialized_start=600
+  _globals['_RATELIMITS']._serialized_end=912
+  _globals['_COMPLETEREQUEST']._serialized_start=914
+  _globals['_COMPLETEREQUEST']._serialized_end=1019
+  _globals['_COMPLETERESPONSE']._serialized_start=1021
+  _globals['_COMPLETERESPONSE']._serialized_end=1127
+  _globals['_STREAMCHATREQUEST']._serialized_start=1129
+  _globals['_STREAMCHATREQUEST']._serialized_end=1236
+  _globals['_CHUNKBATCH']._serialized_start=1238
+  _globals['_CHUNKBATCH']._serialized_end=1291
+  _globals['_STREAMCHATRESPONSE']._serialized_start=1294
+  _globals['_STREAMCHATRESPONSE']._serialized_end=1502
+  _globals['_EMBEDREQUEST']._serialized_start=1504
+  _globals['_EMBEDREQUEST']._serialized_end=1611
+  _globals['_EMBEDRESPONSE']._serialized_start=1613
+  _globals['_EMBEDRESPONSE']._serialized_end=1721
+  _globals['_LISTMODELSREQUEST']._serialized_start=1723
+  _globals['_LISTMODELSREQUEST']._serialized_end=1742
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1744
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1801
+  _globals['_GETMODELREQUEST']._serialized_start=1803
+  _globals['_GETMODELREQUEST']._serialized_end=1832
+  _globals['_GETMODELRESPONSE']._serialized_start=1834
+  _globals['_GETMODELRESPONSE']._serialized_end=1888
+  _globals['_GATEWAYSERVICE']._serialized_start=1982
+  _globals['_GATEWAYSERVICE']._serialized_end=2378
 # @@protoc_insertion_point(module_scope)

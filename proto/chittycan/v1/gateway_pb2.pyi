@@ -9,6 +9,7 @@ from chittycan.v1 import model_pb2 as _model_pb2
 from chittycan.v1 import usage_pb2 as _usage_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -88,6 +89,7 @@ class ResponseMeta(_message.Message):
     AGE_SECONDS_FIELD_NUMBER: _builtins.int
     OVERHEAD_MICROS_FIELD_NUMBER: _builtins.int
     UPSTREAM_MICROS_FIELD_NUMBER: _builtins.int
+    RATE_LIMITS_FIELD_NUMBER: _builtins.int
     cache: _usage_pb2.CacheStatus.ValueType
     """Cache outcome."""
     cost_micros: _builtins.int
@@ -106,6 +108,12 @@ class ResponseMeta(_message.Message):
     """Time spent in the engine itself (its total minus upstream so far), microseconds."""
     upstream_micros: _builtins.int
     """Time spent waiting for upstreams so far (every attempt), microseconds; 0 for a cache hit."""
+    @_builtins.property
+    def rate_limits(self) -> Global___RateLimits:
+        """The answering upstream's rate limits as it reported them with this answer; unset for a cache hit or an
+        upstream that reports none.
+        """
+
     def __init__(
         self,
         *,
@@ -118,10 +126,11 @@ class ResponseMeta(_message.Message):
         age_seconds: _builtins.int = ...,
         overhead_micros: _builtins.int = ...,
         upstream_micros: _builtins.int = ...,
+        rate_limits: Global___RateLimits | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_budget_remaining_micros", b"_budget_remaining_micros", "_cost_micros", b"_cost_micros", "budget_remaining_micros", b"budget_remaining_micros", "cost_micros", b"cost_micros"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_budget_remaining_micros", b"_budget_remaining_micros", "_cost_micros", b"_cost_micros", "budget_remaining_micros", b"budget_remaining_micros", "cost_micros", b"cost_micros", "rate_limits", b"rate_limits"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_budget_remaining_micros", b"_budget_remaining_micros", "_cost_micros", b"_cost_micros", "age_seconds", b"age_seconds", "budget_remaining_micros", b"budget_remaining_micros", "cache", b"cache", "cost_micros", b"cost_micros", "model", b"model", "overhead_micros", b"overhead_micros", "provider", b"provider", "tenant", b"tenant", "upstream_micros", b"upstream_micros"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_budget_remaining_micros", b"_budget_remaining_micros", "_cost_micros", b"_cost_micros", "age_seconds", b"age_seconds", "budget_remaining_micros", b"budget_remaining_micros", "cache", b"cache", "cost_micros", b"cost_micros", "model", b"model", "overhead_micros", b"overhead_micros", "provider", b"provider", "rate_limits", b"rate_limits", "tenant", b"tenant", "upstream_micros", b"upstream_micros"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__budget_remaining_micros: _TypeAlias = _typing.Literal["budget_remaining_micros"]  # noqa: Y015
     _WhichOneofArgType__budget_remaining_micros: _TypeAlias = _typing.Literal["_budget_remaining_micros", b"_budget_remaining_micros"]  # noqa: Y015
@@ -133,6 +142,69 @@ class ResponseMeta(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__cost_micros) -> _WhichOneofReturnType__cost_micros | None: ...
 
 Global___ResponseMeta: _TypeAlias = ResponseMeta  # noqa: Y015
+
+@_typing.final
+class RateLimits(_message.Message):
+    """An upstream's rate-limit state for the credential the call used. Each field is set only when the upstream
+    reported it.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LIMIT_REQUESTS_FIELD_NUMBER: _builtins.int
+    LIMIT_TOKENS_FIELD_NUMBER: _builtins.int
+    REMAINING_REQUESTS_FIELD_NUMBER: _builtins.int
+    REMAINING_TOKENS_FIELD_NUMBER: _builtins.int
+    RESET_REQUESTS_FIELD_NUMBER: _builtins.int
+    RESET_TOKENS_FIELD_NUMBER: _builtins.int
+    limit_requests: _builtins.int
+    """Requests allowed per window."""
+    limit_tokens: _builtins.int
+    """Tokens allowed per window."""
+    remaining_requests: _builtins.int
+    """Requests left in the window."""
+    remaining_tokens: _builtins.int
+    """Tokens left in the window."""
+    @_builtins.property
+    def reset_requests(self) -> _duration_pb2.Duration:
+        """Time until the request limit is back to full."""
+
+    @_builtins.property
+    def reset_tokens(self) -> _duration_pb2.Duration:
+        """Time until the token limit is back to full."""
+
+    def __init__(
+        self,
+        *,
+        limit_requests: _builtins.int | None = ...,
+        limit_tokens: _builtins.int | None = ...,
+        remaining_requests: _builtins.int | None = ...,
+        remaining_tokens: _builtins.int | None = ...,
+        reset_requests: _duration_pb2.Duration | None = ...,
+        reset_tokens: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_limit_requests", b"_limit_requests", "_limit_tokens", b"_limit_tokens", "_remaining_requests", b"_remaining_requests", "_remaining_tokens", b"_remaining_tokens", "limit_requests", b"limit_requests", "limit_tokens", b"limit_tokens", "remaining_requests", b"remaining_requests", "remaining_tokens", b"remaining_tokens", "reset_requests", b"reset_requests", "reset_tokens", b"reset_tokens"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_limit_requests", b"_limit_requests", "_limit_tokens", b"_limit_tokens", "_remaining_requests", b"_remaining_requests", "_remaining_tokens", b"_remaining_tokens", "limit_requests", b"limit_requests", "limit_tokens", b"limit_tokens", "remaining_requests", b"remaining_requests", "remaining_tokens", b"remaining_tokens", "reset_requests", b"reset_requests", "reset_tokens", b"reset_tokens"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__limit_requests: _TypeAlias = _typing.Literal["limit_requests"]  # noqa: Y015
+    _WhichOneofArgType__limit_requests: _TypeAlias = _typing.Literal["_limit_requests", b"_limit_requests"]  # noqa: Y015
+    _WhichOneofReturnType__limit_tokens: _TypeAlias = _typing.Literal["limit_tokens"]  # noqa: Y015
+    _WhichOneofArgType__limit_tokens: _TypeAlias = _typing.Literal["_limit_tokens", b"_limit_tokens"]  # noqa: Y015
+    _WhichOneofReturnType__remaining_requests: _TypeAlias = _typing.Literal["remaining_requests"]  # noqa: Y015
+    _WhichOneofArgType__remaining_requests: _TypeAlias = _typing.Literal["_remaining_requests", b"_remaining_requests"]  # noqa: Y015
+    _WhichOneofReturnType__remaining_tokens: _TypeAlias = _typing.Literal["remaining_tokens"]  # noqa: Y015
+    _WhichOneofArgType__remaining_tokens: _TypeAlias = _typing.Literal["_remaining_tokens", b"_remaining_tokens"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__limit_requests) -> _WhichOneofReturnType__limit_requests | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__limit_tokens) -> _WhichOneofReturnType__limit_tokens | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__remaining_requests) -> _WhichOneofReturnType__remaining_requests | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__remaining_tokens) -> _WhichOneofReturnType__remaining_tokens | None: ...
+
+Global___RateLimits: _TypeAlias = RateLimits  # noqa: Y015
 
 @_typing.final
 class CompleteRequest(_message.Message):
