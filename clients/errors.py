@@ -7,14 +7,15 @@ from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 
 from chittycan.error_table import OpenAIError, openai_error
-from chittycan.v1 import error_pb2
+from chittycan.v1 import error_pb2, gateway_pb2
 
 _STATUS_DETAILS_KEY = "grpc-status-details-bin"
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
 
 
 class GatewayCallError(Exception):
-    """An engine call failed. `openai` says how an OpenAI client should see it."""
+    """An engine call failed. `openai` says how an OpenAI client should see it; `rate_limits` are those of the
+    upstream that refused the call, when it reported them."""
 
     def __init__(
         self,
@@ -25,6 +26,7 @@ class GatewayCallError(Exception):
         param: str | None = None,
         detail: error_pb2.ErrorDetail | None = None,
         retry_after: float | None = None,
+        rate_limits: gateway_pb2.RateLimits | None = None,
     ) -> None:
         super().__init__(message)
         self.code = code
@@ -33,6 +35,7 @@ class GatewayCallError(Exception):
         self.param = param
         self.detail = detail
         self.retry_after = retry_after
+        self.rate_limits = rate_limits
 
     @property
     def openai(self) -> OpenAIError:
@@ -104,7 +107,7 @@ _CLASSES: dict[grpc.StatusCode, type[GatewayCallError]] = {
 def error_from_rpc(
     code: grpc.StatusCode, message: str, trailing: Sequence[tuple[str, str | bytes]] | None
 ) -> GatewayCallError:
-    """Decode the engine's status: ErrorInfo reason, BadRequest field, RetryInfo and ErrorDetail."""
+    """Decode the engine's status: ErrorInfo reason, BadRequest field, RetryInfo, ErrorDetail and RateLimits."""
     for key, value in trailing or ():
         if key == _STATUS_DETAILS_KEY and isinstance(value, bytes):
             status = status_pb2.Status.FromString(value)
@@ -130,6 +133,7 @@ def _decode_detail(packed: object) -> dict[str, object]:
     bad = error_details_pb2.BadRequest()
     retry = error_details_pb2.RetryInfo()
     detail = error_pb2.ErrorDetail()
+    limits = gateway_pb2.RateLimits()
     if packed.Unpack(info):  # type: ignore[attr-defined]
         return {"reason": info.reason}
     if packed.Unpack(bad) and bad.field_violations:  # type: ignore[attr-defined]
@@ -138,6 +142,8 @@ def _decode_detail(packed: object) -> dict[str, object]:
         return {"retry_after": retry.retry_delay.ToNanoseconds() / 1e9}
     if packed.Unpack(detail):  # type: ignore[attr-defined]
         return {"detail": detail}
+    if packed.Unpack(limits):  # type: ignore[attr-defined]
+        return {"rate_limits": limits}
     return {}
 
 

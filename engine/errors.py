@@ -6,7 +6,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from chittycan.error_table import openai_error
-from chittycan.v1 import error_pb2
+from chittycan.v1 import error_pb2, gateway_pb2
 
 ERROR_DOMAIN = "chittycan"
 
@@ -33,7 +33,8 @@ class GatewayError(Exception):
     """A failure with its gRPC code, reason and a human message that never holds secrets or prompt text.
 
     `detail` pins the exact OpenAI rendering (an upstream's own status, type and code); `param` names the
-    offending request field; `retry_after` (seconds) becomes RetryInfo and the client's Retry-After header.
+    offending request field; `retry_after` (seconds) becomes RetryInfo and the client's Retry-After header;
+    `rate_limits` are the refusing upstream's, passed on to the client.
     """
 
     def __init__(
@@ -45,6 +46,7 @@ class GatewayError(Exception):
         param: str | None = None,
         detail: error_pb2.ErrorDetail | None = None,
         retry_after: float | None = None,
+        rate_limits: gateway_pb2.RateLimits | None = None,
     ) -> None:
         super().__init__(message)
         self.code = code
@@ -53,6 +55,7 @@ class GatewayError(Exception):
         self.param = param
         self.detail = detail
         self.retry_after = retry_after
+        self.rate_limits = rate_limits
 
     @property
     def http_status(self) -> int:
@@ -70,7 +73,7 @@ class GatewayError(Exception):
         return result
 
     def rpc_status(self) -> status_pb2.Status:
-        """A google.rpc.Status with ErrorInfo and, where useful, BadRequest, RetryInfo, ErrorDetail."""
+        """A google.rpc.Status with ErrorInfo and, where useful, BadRequest, RetryInfo, ErrorDetail, RateLimits."""
         details = [_pack(error_details_pb2.ErrorInfo(reason=self.reason, domain=ERROR_DOMAIN))]
         if self.param is not None:
             violation = error_details_pb2.BadRequest.FieldViolation(field=self.param, description=self.message)
@@ -81,6 +84,8 @@ class GatewayError(Exception):
             details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
         if self.detail is not None:
             details.append(_pack(self.detail))
+        if self.rate_limits is not None:
+            details.append(_pack(self.rate_limits))
         return status_pb2.Status(code=self.code.value[0], message=self.message, details=details)
 
 

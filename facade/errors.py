@@ -51,6 +51,8 @@ def call_error_response(err: GatewayCallError, request_id: str) -> web.Response:
         response.headers["Retry-After"] = str(max(1, round(err.retry_after)))
     if err.reason == "BUDGET_EXCEEDED":
         response.headers["x-should-retry"] = "false"
+    if err.rate_limits is not None:
+        response.headers.update(headers.rate_limit_headers(err.rate_limits))
     return response
 
 

@@ -73,14 +73,16 @@ def from_meta(meta: gateway_pb2.ResponseMeta, *, final: bool, started: float) ->
     if meta.HasField("budget_remaining_micros"):
         out[BUDGET_REMAINING] = format_usd(meta.budget_remaining_micros)
     if meta.HasField("rate_limits"):
-        _rate_limit_headers(meta.rate_limits, out)
+        out.update(rate_limit_headers(meta.rate_limits))
     return out
 
 
-def _rate_limit_headers(limits: gateway_pb2.RateLimits, out: dict[str, str]) -> None:
-    """The answering upstream's limits as OpenAI's x-ratelimit-* headers, whichever upstream it was."""
-    for field, value in limits.ListFields():
-        out[RATE_LIMITS[field.name]] = go_duration(value.ToMicroseconds()) if field.message_type else str(value)
+def rate_limit_headers(limits: gateway_pb2.RateLimits) -> dict[str, str]:
+    """An upstream's limits as OpenAI's x-ratelimit-* headers, whichever upstream it was."""
+    return {
+        RATE_LIMITS[field.name]: go_duration(value.ToMicroseconds()) if field.message_type else str(value)
+        for field, value in limits.ListFields()
+    }
 
 
 def go_duration(micros: int) -> str:

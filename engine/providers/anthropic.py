@@ -1,7 +1,7 @@
 """Anthropic's Messages API: the I/O half; the pure translators live in anthropic_translate."""
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import grpc
@@ -42,6 +42,12 @@ class AnthropicProvider:
             headers["x-api-key"] = call.api_key
         return headers
 
+    def _refused(self, status: int, body: bytes, headers: Mapping[str, str]) -> GatewayError:
+        """The upstream's error, with the rate limits it reported alongside."""
+        err = error_from_response(status, body, headers)
+        err.rate_limits = rate_limits_from_anthropic(headers, self._clock())
+        return err
+
     async def complete(self, request: completion_pb2.ChatRequest, call: UpstreamCall) -> completion_pb2.ChatResponse:
         """One non-streamed completion."""
         data = orjson.dumps(messages_body_from_proto(request, call.model, stream=False))
@@ -49,7 +55,7 @@ class AnthropicProvider:
             async with self._http.post(self._url, data, self._headers(call), call.timeouts(streaming=False)) as resp:
                 raw = await resp.read()
                 if resp.status != 200:
-                    raise error_from_response(resp.status, raw, resp.headers)
+                    raise self._refused(resp.status, raw, resp.headers)
                 call.answer.rate_limits = rate_limits_from_anthropic(resp.headers, self._clock())
         except TimeoutError:
             raise timeout_error(self.name) from None
@@ -74,7 +80,7 @@ class AnthropicProvider:
         try:
             async with self._http.post(self._url, data, self._headers(call), call.timeouts(streaming=True)) as resp:
                 if resp.status != 200:
-                    raise error_from_response(resp.status, await resp.read(), resp.headers)
+                    raise self._refused(resp.status, await resp.read(), resp.headers)
                 call.answer.rate_limits = rate_limits_from_anthropic(resp.headers, self._clock())
                 async for event in iter_sse_events(resp.lines()):
                     chunk = translator.chunk_from_event(event.event, _event_data(event.data))

@@ -61,6 +61,13 @@ def _default_type(status: int) -> str:
     return "server_error" if status >= 500 else "invalid_request_error"
 
 
+def _refused(status: int, body: bytes, headers: Mapping[str, str]) -> GatewayError:
+    """The upstream's error, with the rate limits it reported alongside (OpenAI sends them with a 429)."""
+    err = error_from_response(status, body, headers)
+    err.rate_limits = rate_limits_from_openai(headers)
+    return err
+
+
 class OpenAIProvider:
     """Any upstream speaking OpenAI's /chat/completions and /embeddings."""
 
@@ -82,7 +89,7 @@ class OpenAIProvider:
             ) as resp:
                 raw = await resp.read()
                 if resp.status != 200:
-                    raise error_from_response(resp.status, raw, resp.headers)
+                    raise _refused(resp.status, raw, resp.headers)
                 call.answer.rate_limits = rate_limits_from_openai(resp.headers)
         except TimeoutError:
             raise timeout_error(self.name) from None
@@ -110,7 +117,7 @@ class OpenAIProvider:
                 self._chat_url, data, self._headers(call), call.timeouts(streaming=True)
             ) as resp:
                 if resp.status != 200:
-                    raise error_from_response(resp.status, await resp.read(), resp.headers)
+                    raise _refused(resp.status, await resp.read(), resp.headers)
                 call.answer.rate_limits = rate_limits_from_openai(resp.headers)
                 async for event in iter_sse_events(resp.lines()):
                     if event.data == b"[DONE]":

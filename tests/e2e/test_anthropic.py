@@ -327,12 +327,14 @@ def test_unsupported_parameter_in_a_stream_is_400(client: openai.OpenAI, stack: 
 
 
 def test_rate_limit_is_rate_limit_error(client: openai.OpenAI, stack: Stack) -> None:
-    stack.call(lambda: stack.upstream.script(status=429, headers={"retry-after": "60"}, times=3))
+    limits = {"retry-after": "60", "anthropic-ratelimit-tokens-remaining": "0"}
+    stack.call(lambda: stack.upstream.script(status=429, headers=limits, times=3))
     with pytest.raises(openai.RateLimitError) as caught:
         client.chat.completions.create(model=CLAUDE, messages=HELLO)
     assert caught.value.status_code == 429
     assert caught.value.code == "rate_limit_exceeded"
     assert caught.value.response.headers["retry-after"] == "60"
+    assert caught.value.response.headers["x-ratelimit-remaining-tokens"] == "0", "Anthropic's, as OpenAI's header"
     assert len(_messages(stack)) == 1, "a retry-after beyond retry_after_max is not waited for"
 
 

@@ -124,9 +124,13 @@ def test_upstream_5xx_after_retries_is_api_status_error(client: openai.OpenAI, s
 
 
 def test_upstream_429_is_rate_limit_error_with_retry_after(stack: Stack) -> None:
+    limits = {"x-ratelimit-remaining-tokens": "0", "x-ratelimit-reset-tokens": "20s"}
     stack.call(
         lambda: stack.upstream.script(
-            status=429, body=load_fixture("openai/rate_limited.json"), headers={"retry-after": "30"}, times=2
+            status=429,
+            body=load_fixture("openai/rate_limited.json"),
+            headers={"retry-after": "30", **limits},
+            times=2,
         )
     )
     response = rawhttp.post(
@@ -137,6 +141,7 @@ def test_upstream_429_is_rate_limit_error_with_retry_after(stack: Stack) -> None
     assert response.status_code == 429
     assert response.json()["error"]["code"] == "rate_limit_exceeded"
     assert response.headers["retry-after"] == "30"
+    assert {k: v for k, v in response.headers.items() if k.startswith("x-ratelimit-")} == limits
     assert len(stack.upstream_requests()) == 1, "a retry-after beyond retry_after_max is not waited for"
 
 
