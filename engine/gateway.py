@@ -19,7 +19,7 @@ from engine.errors import GatewayError
 from engine.ledger import UsageLedger
 from engine.metering import BYPASS, MISS, Defer, InFlight, Meter
 from engine.pricing import PriceTable
-from engine.routing import Route, Router
+from engine.routing import Route, Router, model_name_shown
 
 _MODEL_CREATED = 1700000000
 T = TypeVar("T")
@@ -244,7 +244,8 @@ class Gateway:
             if err.reason != errors.MODEL_NOT_FOUND:
                 raise
             # OpenAI's models endpoint words it so and names the parameter; its chat endpoint does neither.
-            raise GatewayError(err.code, err.reason, f"The model '{name}' does not exist", param="model") from None
+            message = f"The model '{model_name_shown(name)}' does not exist"
+            raise GatewayError(err.code, err.reason, message, param="model") from None
         return model_pb2.Model(id=name, created=_MODEL_CREATED, owned_by=route.provider)
 
 

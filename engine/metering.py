@@ -15,7 +15,7 @@ from engine.budgets import Settled
 from engine.dispatch import Attempted
 from engine.errors import GatewayError
 from engine.ledger import UsageLedger
-from engine.routing import Route
+from engine.routing import Route, model_name_shown
 
 HIT, MISS, BYPASS = usage_pb2.CACHE_STATUS_HIT, usage_pb2.CACHE_STATUS_MISS, usage_pb2.CACHE_STATUS_BYPASS
 
@@ -52,7 +52,11 @@ class Meter:
         now = timestamp_pb2.Timestamp()
         now.FromNanoseconds(time.time_ns())
         self.record = usage_pb2.UsageRecord(
-            request_id=request_id, time=now, requested_model=model, operation=operation, http_status=200
+            request_id=request_id,
+            time=now,
+            requested_model=model_name_shown(model),
+            operation=operation,
+            http_status=200,
         )
         self._tenant = ""
 

@@ -9,6 +9,19 @@ from engine.config import RouteSettings, Settings
 from engine.errors import MODEL_NOT_FOUND, GatewayError
 
 _CACHE_LIMIT = 4096
+# A model name is printable ASCII of at most this many characters: it is echoed in X-ChittyCan-Model, in error
+# messages and in the usage ledger, so a pattern route must not admit control characters or megabytes.
+MAX_MODEL_NAME = 256
+
+
+def model_name_shown(model: str) -> str:
+    """`model` as messages, logs and the ledger may repeat it: control characters escaped, at most
+    MAX_MODEL_NAME characters (then "...")."""
+    if model.isascii() and model.isprintable() and len(model) <= MAX_MODEL_NAME:
+        return model
+    escaped = model[: MAX_MODEL_NAME + 1].encode("ascii", "backslashreplace").decode("ascii")
+    escaped = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in escaped)
+    return escaped[:MAX_MODEL_NAME] + ("..." if len(escaped) > MAX_MODEL_NAME else "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,12 +82,12 @@ class Router:
         return list(self._exact)
 
     def _build_chain(self, model: str, embedding: bool) -> tuple[Route, ...]:
-        first = self._match(model)
+        first = self._match(model) if model_name_shown(model) == model else None
         if first is None:
             raise GatewayError(
                 grpc.StatusCode.NOT_FOUND,
                 MODEL_NOT_FOUND,
-                f"The model `{model}` does not exist or you do not have access to it.",
+                f"The model `{model_name_shown(model)}` does not exist or you do not have access to it.",
             )
         if self._dev and first.provider not in self._in_process:
             return (self._dev_route(self._dev_embedding_model if embedding else self._dev_model, first),)

@@ -1,6 +1,7 @@
 """Every failure reaches the official SDK as the OpenAI error class, status, type, code and param it expects."""
 
 import time
+from urllib.parse import quote
 
 import openai
 import pytest
@@ -43,6 +44,34 @@ def test_unknown_model_is_404_model_not_found(client: openai.OpenAI, stack: Stac
     message = "The model `invalid-model-name` does not exist or you do not have access to it."
     assert caught.value.body["message"] == message
     assert stack.upstream_requests() == []
+
+
+@pytest.mark.parametrize(
+    "model",
+    ["gpt-4o\u0000", "gpt-4o\n", "gpt-4o\r\nX-Injected: 1", "claude-sonnet-4\u001b[2J", "gpt-" + "x" * 5200],
+)
+def test_model_names_a_pattern_route_would_take_but_no_header_can_carry_are_404(stack: Stack, model: str) -> None:
+    auth = {"Authorization": f"Bearer {API_KEY}"}
+    for path, body in (
+        ("/chat/completions", {"model": model, "messages": HELLO}),
+        ("/chat/completions", {"model": model, "messages": HELLO, "stream": True}),
+        ("/embeddings", {"model": model, "input": "x"}),
+    ):
+        response = rawhttp.post(f"{stack.base_url}{path}", json=body, headers=auth)
+        assert response.status_code == 404, (path, response.content[:200])
+        error = response.json()["error"]
+        assert error["code"] == "model_not_found"
+        assert "\n" not in error["message"]
+        assert len(error["message"]) < 400
+        assert "x-injected" not in {k.lower() for k in response.headers}
+    shown = rawhttp.get(f"{stack.base_url}/models/{quote(model, safe='')}", headers=auth)
+    assert shown.status_code == 404
+    assert shown.json()["error"]["type"] == "invalid_request_error"
+    assert stack.upstream_requests() == []
+    stack.flush()
+    recorded = [r.requested_model for r in stack.engine.ledger.read()]
+    assert recorded
+    assert all(name.isascii() and name.isprintable() and len(name) <= 259 for name in recorded), recorded
 
 
 @pytest.mark.parametrize(
