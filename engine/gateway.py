@@ -175,6 +175,7 @@ class Gateway:
             hold = await self._accountant.admit(principal.tenant, routes[0], request)
             run = _StreamRun(estimate_prompt_tokens(request.messages))
             status = MISS if decision.lookup else BYPASS
+            settled_here = False
             try:
                 stream = self._dispatcher.stream(routes, request, principal.upstream_key, ctx.deadline, meter.attempted)
                 async with aclosing(batches(stream)) as arrivals:
@@ -204,22 +205,24 @@ class Gateway:
                 usage = run.usage()
                 cost = self._prices.cost_micros(route, usage)
                 settled = await self._settle(hold, cost)
-                hold = None
+                settled_here = True
                 if decision.store and run.usage_seen and not run.cut:
                     self._cache.put(key, _entry(route, cost, chat=response_from_chunks(run.collected)))
                 yield gateway_pb2.StreamChatResponse(trailer=meter.miss(status, usage, cost, settled))
             finally:
-                if hold is not None:
+                if not settled_here:
                     await self._charge_unfinished(hold, meter, run)
 
     def _over_allowance(self, hold: Hold, route: Route, run: "_StreamRun") -> bool:
         running = self._accountant.estimate_micros(route, run.prompt_estimate, run.completion_chunks)
         return running > hold.allowance_micros
 
-    async def _charge_unfinished(self, hold: Hold, meter: Meter, run: "_StreamRun") -> None:
-        """A stream that failed or was abandoned: charge the chunks delivered, or release the hold."""
+    async def _charge_unfinished(self, hold: Hold | None, meter: Meter, run: "_StreamRun") -> None:
+        """A stream that failed or was abandoned: meter and charge the chunks delivered (budget or not), or
+        release the hold when nothing was."""
         if not run.completion_chunks or meter.attempted.route is None:
-            await self._accountant.release(hold)
+            if hold is not None:
+                await self._accountant.release(hold)
             return
         usage = run.usage()
         cost = self._prices.cost_micros(meter.attempted.route, usage)

@@ -216,6 +216,32 @@ def test_error_after_stream_started_is_raised_in_band(client: openai.OpenAI, sta
     assert len(stack.upstream_requests()) == 1, "never retried once streaming started"
 
 
+def test_a_stream_cut_short_is_metered_without_a_budget(client: openai.OpenAI, stack: Stack) -> None:
+    """What was delivered of a stream that broke or was abandoned is charged, budget or not (OpenAI bills it)."""
+    stack.call(lambda: stack.upstream.script(fail_after_chunks=3))
+    with pytest.raises(openai.APIError):
+        for _ in client.chat.completions.create(model="gpt-4o", messages=HELLO, stream=True):
+            pass
+    stack.call(lambda: stack.upstream.script(hang_after_chunks=3))
+    with client.chat.completions.create(model="gpt-4o", messages=HELLO, stream=True) as stream:
+        chunks = iter(stream)
+        next(chunks)
+        next(chunks)
+    deadline = time.monotonic() + 10
+    while True:
+        stack.flush()
+        records = list(stack.engine.ledger.read())
+        if len(records) == 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert len(records) == 2
+    for record in records:
+        assert record.completion_tokens > 0, record
+        assert record.cost_known, record
+        assert record.cost_micros > 0, record
+    assert records[1].cancelled
+
+
 def test_stream_error_before_first_byte_has_real_status(client: openai.OpenAI, stack: Stack) -> None:
     stack.call(lambda: stack.upstream.script(status=400, body=load_fixture("openai/context_length_exceeded.json")))
     with pytest.raises(openai.BadRequestError):
