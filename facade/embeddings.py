@@ -3,14 +3,13 @@
 import time
 from typing import Any
 
-import orjson
 from aiohttp import web
 
 from chittycan.v1 import embedding_pb2
 from clients.errors import GatewayCallError
 from facade import calls, headers
 from facade.errors import RequestError, call_error_response, request_error_response
-from facade.openai_json import invalid_type, missing, parse_json_object, required_string
+from facade.openai_json import INT32_MAX, INT64_MAX, dumps, invalid_type, missing, parse_json_object, required_string
 from facade.openai_render import embeddings_to_openai
 from facade.state import ENGINE
 
@@ -28,7 +27,7 @@ def embedding_request_from_openai(body: dict[str, Any]) -> embedding_pb2.Embeddi
         request.text = value
     elif isinstance(value, list) and value and all(isinstance(v, str) for v in value):
         request.texts.texts.extend(value)
-    elif isinstance(value, list) and value and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+    elif isinstance(value, list) and value and all(_is_token(v) for v in value):
         request.tokens.tokens.extend(value)
     elif isinstance(value, list) and value and all(_is_token_list(v) for v in value):
         for tokens in value:
@@ -39,7 +38,7 @@ def embedding_request_from_openai(body: dict[str, Any]) -> embedding_pb2.Embeddi
         raise invalid_type("input", "a string, an array of strings, or an array of token arrays", value)
     encoding = body.get("encoding_format")
     if encoding is not None:
-        if encoding not in _ENCODINGS:
+        if not isinstance(encoding, str) or encoding not in _ENCODINGS:
             raise RequestError(
                 f"Invalid value: '{encoding}'. Supported values are: 'float' and 'base64'.",
                 param="encoding_format",
@@ -49,8 +48,10 @@ def embedding_request_from_openai(body: dict[str, Any]) -> embedding_pb2.Embeddi
     if (dimensions := body.get("dimensions")) is not None:
         if isinstance(dimensions, bool) or not isinstance(dimensions, int):
             raise invalid_type("dimensions", "an integer", dimensions)
-        if dimensions < 1:
-            raise RequestError("Invalid 'dimensions': must be at least 1.", param="dimensions", code="invalid_value")
+        if not 1 <= dimensions <= INT32_MAX:
+            raise RequestError(
+                f"Invalid 'dimensions': must be between 1 and {INT32_MAX}.", param="dimensions", code="invalid_value"
+            )
         request.dimensions = dimensions
     if (user := body.get("user")) is not None:
         if not isinstance(user, str):
@@ -58,14 +59,16 @@ def embedding_request_from_openai(body: dict[str, Any]) -> embedding_pb2.Embeddi
         request.user = user
     extra = {k: v for k, v in body.items() if k not in _HANDLED}
     if extra:
-        request.extra_json = orjson.dumps(extra)
+        request.extra_json = dumps(extra, None)
     return request
 
 
+def _is_token(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= INT64_MAX
+
+
 def _is_token_list(value: Any) -> bool:
-    return (
-        isinstance(value, list) and bool(value) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
-    )
+    return isinstance(value, list) and bool(value) and all(_is_token(v) for v in value)
 
 
 async def create_embeddings(request: web.Request) -> web.Response:

@@ -25,16 +25,19 @@ _FORMATS = {
     "json_object": completion_pb2.RESPONSE_FORMAT_TYPE_JSON_OBJECT,
     "json_schema": completion_pb2.RESPONSE_FORMAT_TYPE_JSON_SCHEMA,
 }
-# Scalar request fields: name -> (expected JSON type description, Python types, minimum, maximum).
+INT64_MAX = 2**63 - 1
+INT32_MAX = 2**31 - 1
+# Scalar request fields: name -> (expected JSON type description, Python types, minimum, maximum); integers are
+# bounded by their proto field's range at least.
 _NUMBERS: dict[str, tuple[str, type | tuple[type, ...], float | None, float | None]] = {
     "temperature": ("a decimal", (int, float), 0, 2),
     "top_p": ("a decimal", (int, float), 0, 1),
     "presence_penalty": ("a decimal", (int, float), -2, 2),
     "frequency_penalty": ("a decimal", (int, float), -2, 2),
     "n": ("an integer", int, 1, 128),
-    "max_tokens": ("an integer", int, 1, None),
-    "max_completion_tokens": ("an integer", int, 1, None),
-    "seed": ("an integer", int, None, None),
+    "max_tokens": ("an integer", int, 1, INT64_MAX),
+    "max_completion_tokens": ("an integer", int, 1, INT64_MAX),
+    "seed": ("an integer", int, -INT64_MAX - 1, INT64_MAX),
     "top_logprobs": ("an integer", int, 0, 20),
 }
 _STRINGS = ("user", "reasoning_effort", "service_tier")
@@ -57,6 +60,17 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise RequestError("The request body must be a JSON object.", code="invalid_type")
     return body
+
+
+def dumps(value: Any, param: str | None) -> bytes:
+    """`value` as JSON for a pass-through field; OpenAI's 400 when it nests deeper than orjson writes (255)."""
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        where = f"'{param}'" if param else "the request"
+        raise RequestError(
+            f"Invalid value in {where}: objects and arrays nest too deeply.", param=param, code="invalid_value"
+        ) from None
 
 
 def invalid_type(param: str, expected: str, value: Any) -> RequestError:
@@ -139,12 +153,16 @@ def chat_request_from_openai(body: dict[str, Any]) -> completion_pb2.ChatRequest
     _metadata(body.get("metadata"), request)
     _modalities(body.get("modalities"), request)
     _stream_options(body.get("stream_options"), request)
+    if request.HasField("stream_options") and not request.stream:
+        raise RequestError(
+            "The 'stream_options' parameter is only allowed when 'stream' is enabled.", param="stream_options"
+        )
     _tools(body.get("tools"), request)
     _tool_choice(body.get("tool_choice"), request)
     _response_format(body.get("response_format"), request)
     extra = {k: v for k, v in body.items() if k not in _HANDLED}
     if extra:
-        request.extra_json = orjson.dumps(extra)
+        request.extra_json = dumps(extra, None)
     return request
 
 
@@ -170,7 +188,7 @@ def _message(raw: Any, message: completion_pb2.Message, param: str) -> None:
     role = raw.get("role")
     if role is None:
         raise missing(f"{param}.role")
-    if role not in _ROLES:
+    if not isinstance(role, str) or role not in _ROLES:
         raise RequestError(
             f"Invalid value: '{role}'. Supported values are: 'system', 'assistant', 'user', 'function', 'tool', "
             "and 'developer'.",
@@ -210,7 +228,7 @@ def _message(raw: Any, message: completion_pb2.Message, param: str) -> None:
         message.function_call.arguments = str(function_call.get("arguments", ""))
     extra = {k: v for k, v in raw.items() if k not in _MESSAGE_KEYS}
     if extra:
-        message.extra_json = orjson.dumps(extra)
+        message.extra_json = dumps(extra, param)
 
 
 _MESSAGE_KEYS = frozenset({"role", "content", "name", "tool_call_id", "refusal", "tool_calls", "function_call"})
@@ -256,7 +274,7 @@ def _tool_call(raw: Any, call: completion_pb2.ToolCall, param: str) -> None:
         call.function.arguments = str(function.get("arguments", ""))
     extra = {k: v for k, v in raw.items() if k not in ("id", "type", "function")}
     if extra:
-        call.extra_json = orjson.dumps(extra)
+        call.extra_json = dumps(extra, param)
 
 
 def _stop(value: Any, request: completion_pb2.ChatRequest) -> None:
@@ -313,7 +331,7 @@ def _stream_options(value: Any, request: completion_pb2.ChatRequest) -> None:
     request.stream_options.SetInParent()
     extra = {k: v for k, v in value.items() if k != "include_usage"}
     if extra:
-        request.stream_options.extra_json = orjson.dumps(extra)
+        request.stream_options.extra_json = dumps(extra, "stream_options")
 
 
 def _tools(value: Any, request: completion_pb2.ChatRequest) -> None:
@@ -336,12 +354,12 @@ def _tools(value: Any, request: completion_pb2.ChatRequest) -> None:
             if function.get("parameters") is not None:
                 if not isinstance(function["parameters"], dict):
                     raise invalid_type(f"{param}.function.parameters", "an object", function["parameters"])
-                tool.parameters_json = orjson.dumps(function["parameters"])
+                tool.parameters_json = dumps(function["parameters"], f"{param}.function.parameters")
             if isinstance(function.get("strict"), bool):
                 tool.strict = function["strict"]
         extra = {k: v for k, v in raw.items() if k not in ("type", "function")}
         if extra:
-            tool.extra_json = orjson.dumps(extra)
+            tool.extra_json = dumps(extra, param)
 
 
 def _tool_choice(value: Any, request: completion_pb2.ChatRequest) -> None:
@@ -360,7 +378,7 @@ def _tool_choice(value: Any, request: completion_pb2.ChatRequest) -> None:
         if value.get("type") == "function" and isinstance(function, dict) and isinstance(function.get("name"), str):
             request.tool_choice.function_name = function["name"]
         else:
-            request.tool_choice.other_json = orjson.dumps(value)
+            request.tool_choice.other_json = dumps(value, "tool_choice")
     else:
         raise invalid_type("tool_choice", "one of a string or object", value)
 
@@ -371,7 +389,7 @@ def _response_format(value: Any, request: completion_pb2.ChatRequest) -> None:
     if not isinstance(value, dict):
         raise invalid_type("response_format", "an object", value)
     kind = value.get("type")
-    if kind not in _FORMATS:
+    if not isinstance(kind, str) or kind not in _FORMATS:
         raise RequestError(
             f"Invalid value: '{kind}'. Supported values are: 'text', 'json_object', and 'json_schema'.",
             param="response_format.type",
@@ -387,6 +405,6 @@ def _response_format(value: Any, request: completion_pb2.ChatRequest) -> None:
         if isinstance(schema.get("description"), str):
             fmt.description = schema["description"]
         if isinstance(schema.get("schema"), dict):
-            fmt.schema_json = orjson.dumps(schema["schema"])
+            fmt.schema_json = dumps(schema["schema"], "response_format.json_schema.schema")
         if isinstance(schema.get("strict"), bool):
             fmt.strict = schema["strict"]

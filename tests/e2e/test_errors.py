@@ -1,5 +1,6 @@
 """Every failure reaches the official SDK as the OpenAI error class, status, type, code and param it expects."""
 
+import json
 import time
 from urllib.parse import quote
 
@@ -113,6 +114,61 @@ def test_model_names_a_pattern_route_would_take_but_no_header_can_carry_are_404(
 def test_bad_fields_are_400_with_param(stack: Stack, body: dict[str, object], param: str, code: str) -> None:
     response = rawhttp.post(
         f"{stack.base_url}/chat/completions", json=body, headers={"Authorization": f"Bearer {API_KEY}"}
+    )
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert (error["type"], error["param"], error["code"]) == ("invalid_request_error", param, code)
+    assert stack.upstream_requests() == []
+
+
+def _nested(levels: int) -> object:
+    value: object = []
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+DEEP = _nested(300)  # orjson reads up to 1,024 levels but writes only 255
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "param", "code"),
+    [
+        ("/chat/completions", {"model": "gpt-4o", "messages": [{"role": ["user"], "content": "x"}]},
+         "messages[0].role", "invalid_value"),
+        ("/chat/completions", {"model": "gpt-4o", "messages": HELLO, "response_format": {"type": ["text"]}},
+         "response_format.type", "invalid_value"),
+        ("/chat/completions", {"model": "gpt-4o", "messages": HELLO, "max_tokens": 2**63},
+         "max_tokens", "integer_above_max_value"),
+        ("/chat/completions", {"model": "gpt-4o", "messages": HELLO, "seed": 2**63}, "seed", "integer_above_max_value"),
+        ("/chat/completions", {"model": "gpt-4o", "messages": HELLO, "seed": -(2**63) - 1},
+         "seed", "invalid_type"),  # below int64, orjson reads it as a float
+        ("/chat/completions", {"model": "gpt-4o", "messages": HELLO, "stream_options": {"include_usage": True}},
+         "stream_options", None),
+        ("/chat/completions", {"model": "gpt-4o", "messages": HELLO, "x": DEEP}, None, "invalid_value"),
+        ("/chat/completions", {"model": "gpt-4o", "messages": [{"role": "user", "content": "x", "x": DEEP}]},
+         "messages[0]", "invalid_value"),
+        ("/chat/completions", {"model": "gpt-4o", "messages": HELLO,
+                               "tools": [{"type": "function", "function": {"name": "f", "parameters": {"p": DEEP}}}]},
+         "tools[0].function.parameters", "invalid_value"),
+        ("/chat/completions", {"model": "gpt-4o", "messages": HELLO, "tool_choice": {"type": "x", "x": DEEP}},
+         "tool_choice", "invalid_value"),
+        ("/embeddings", {"model": "text-embedding-3-small", "input": "x", "encoding_format": ["float"]},
+         "encoding_format", "invalid_value"),
+        ("/embeddings", {"model": "text-embedding-3-small", "input": [2**63]}, "input", "invalid_type"),
+        ("/embeddings", {"model": "text-embedding-3-small", "input": [[2**63]]}, "input", "invalid_type"),
+        ("/embeddings", {"model": "text-embedding-3-small", "input": "x", "dimensions": 2**31},
+         "dimensions", "invalid_value"),
+        ("/embeddings", {"model": "text-embedding-3-small", "input": "x", "x": DEEP}, None, "invalid_value"),
+    ],
+)  # fmt: skip
+def test_values_no_field_can_hold_are_400_not_500(
+    stack: Stack, path: str, body: dict[str, object], param: str | None, code: str | None
+) -> None:
+    response = rawhttp.post(
+        f"{stack.base_url}{path}",
+        content=json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"},
     )
     assert response.status_code == 400, response.text
     error = response.json()["error"]
