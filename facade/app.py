@@ -30,30 +30,40 @@ async def openai_errors(request: web.Request, handler: Handler) -> web.StreamRes
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        message = exc.reason
-        if exc.status == 404:
+        message, code = exc.reason, None
+        if exc.status == 401:
+            message, code = "Incorrect API key provided.", "invalid_api_key"
+        elif exc.status == 404:
             message = f"Invalid URL ({request.method} {request.path})"
         elif exc.status == 413:
             message = f"Request body too large: the limit is {MAX_BODY_BYTES} bytes."
-        return _error(exc.status, message, "invalid_request_error")
+        allow = exc.headers.get("Allow")
+        return _error(exc.status, message, "invalid_request_error", calls.request_id(request), code, allow=allow)
     except (ConnectionResetError, OSError):
         raise
     except Exception:
-        request_id = calls.request_id()
+        request_id = calls.request_id(request)
         log.exception("unexpected error in facade request %s", request_id)
-        return _error(500, f"The gateway had an internal error (request id {request_id}).", "server_error")
+        message = f"The gateway had an internal error (request id {request_id})."
+        return _error(500, message, "server_error", request_id)
     if not response.prepared and headers.REQUEST_ID not in response.headers:
-        response.headers[headers.REQUEST_ID] = calls.request_id()
+        response.headers[headers.REQUEST_ID] = calls.request_id(request)
     return response
 
 
-def _error(status: int, message: str, type_: str) -> web.Response:
-    return web.Response(
+def _error(
+    status: int, message: str, type_: str, request_id: str, code: str | None = None, *, allow: str | None = None
+) -> web.Response:
+    """An OpenAI error body; `allow` is a 405's Allow header (RFC 9110 requires it)."""
+    response = web.Response(
         status=status,
-        body=error_body(message, type_, None, None),
+        body=error_body(message, type_, None, code),
         content_type="application/json",
-        headers={headers.REQUEST_ID: calls.request_id()},
+        headers={headers.REQUEST_ID: request_id},
     )
+    if allow is not None:
+        response.headers["Allow"] = allow
+    return response
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -10,17 +10,28 @@ from facade import headers
 _BEARER = "bearer "
 
 
-def request_id() -> str:
-    """A new request id, in OpenAI's `req_` form."""
-    return "req_" + os.urandom(16).hex()
+_REQUEST_ID = web.RequestKey("request_id", str)
+
+
+def request_id(request: web.Request) -> str:
+    """The request's id, in OpenAI's `req_` form: made on first use, the same for the handler, the engine call and
+    the error middleware."""
+    value = request.get(_REQUEST_ID)
+    if value is None:
+        value = request[_REQUEST_ID] = "req_" + os.urandom(16).hex()
+    return value
 
 
 def api_key(request: web.Request) -> str | None:
-    """The bearer token of the Authorization header, if any."""
+    """The bearer token of the Authorization header, if any; 401 for one no key can be (not printable ASCII),
+    which gRPC metadata could not carry either."""
     value = request.headers.get("Authorization", "")
-    if value[:7].lower() == _BEARER:
-        return value[7:].strip() or None
-    return None
+    if value[:7].lower() != _BEARER:
+        return None
+    key = value[7:].strip()
+    if not (key.isascii() and key.isprintable()):
+        raise web.HTTPUnauthorized()
+    return key or None
 
 
 def call_options(request: web.Request) -> gateway_pb2.CallOptions | None:

@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 async def create_chat_completion(request: web.Request) -> web.StreamResponse:
     """Validate, call the engine, render the answer (or its error) exactly as OpenAI would."""
     started = time.perf_counter()
-    request_id = calls.request_id()
+    request_id = calls.request_id(request)
     try:
         chat = chat_request_from_openai(parse_json_object(await request.read()))
     except RequestError as err:

@@ -74,7 +74,7 @@ def _is_token_list(value: Any) -> bool:
 async def create_embeddings(request: web.Request) -> web.Response:
     """Embeddings for every input."""
     started = time.perf_counter()
-    request_id = calls.request_id()
+    request_id = calls.request_id(request)
     try:
         embed = embedding_request_from_openai(parse_json_object(await request.read()))
     except RequestError as err:

@@ -12,7 +12,7 @@ from facade.state import ENGINE
 
 async def list_models(request: web.Request) -> web.Response:
     """Every routable model, as OpenAI's list object."""
-    request_id = calls.request_id()
+    request_id = calls.request_id(request)
     try:
         result = await request.app[ENGINE].list_models(api_key=calls.api_key(request), request_id=request_id)
     except GatewayCallError as err:
@@ -23,7 +23,7 @@ async def list_models(request: web.Request) -> web.Response:
 
 async def retrieve_model(request: web.Request) -> web.Response:
     """One model, or 404 model_not_found."""
-    request_id = calls.request_id()
+    request_id = calls.request_id(request)
     try:
         result = await request.app[ENGINE].get_model(
             request.match_info["model"], api_key=calls.api_key(request), request_id=request_id

@@ -65,5 +65,5 @@ async def metrics(request: web.Request) -> web.Response:
     try:
         exposition = await usage.metrics()
     except GatewayCallError as err:
-        return call_error_response(err, calls.request_id())
+        return call_error_response(err, calls.request_id(request))
     return web.Response(body=exposition.text.encode(), headers={"Content-Type": exposition.content_type})

@@ -304,6 +304,39 @@ def test_stream_error_before_first_byte_has_real_status(client: openai.OpenAI, s
         client.chat.completions.create(model="gpt-4o", messages=HELLO, stream=True)
 
 
+def test_a_key_no_header_can_carry_is_401(stack: Stack) -> None:
+    response = rawhttp.post(
+        f"{stack.base_url}/chat/completions",
+        json={"model": "gpt-4o", "messages": HELLO},
+        headers={"Authorization": "Bearer sk-\u00e9\u00e9"},  # sent as Latin-1 bytes, read back as surrogates
+    )
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "invalid_api_key"
+    assert stack.upstream_requests() == []
+
+
+def test_wrong_method_is_405_with_allow(stack: Stack) -> None:
+    response = rawhttp.get(f"{stack.base_url}/chat/completions", headers={"Authorization": f"Bearer {API_KEY}"})
+    assert response.status_code == 405
+    assert response.headers["allow"] == "POST"
+    assert response.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_an_internal_error_names_the_request_id_it_was_sent_with(stack: Stack) -> None:
+    # An upstream that answers a float request with base64 text: the facade cannot render it.
+    broken = b'{"object": "list", "data": [{"object": "embedding", "index": 0, "embedding": "AAAA"}],'
+    broken += b' "model": "text-embedding-3-small", "usage": {"prompt_tokens": 1, "total_tokens": 1}}'
+    stack.call(lambda: stack.upstream.script(body=broken))
+    response = rawhttp.post(
+        f"{stack.base_url}/embeddings",
+        json={"model": "text-embedding-3-small", "input": "x"},
+        headers={"Authorization": f"Bearer {API_KEY}", "Cache-Control": "no-store"},
+    )
+    assert response.status_code >= 500
+    request_id = response.headers["x-request-id"]
+    assert request_id in response.json()["error"]["message"]
+
+
 def test_unknown_path_is_openai_404(stack: Stack) -> None:
     response = rawhttp.post(f"{stack.base_url}/nope", json={})
     assert response.status_code == 404
