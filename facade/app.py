@@ -4,6 +4,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentelemetry import trace
 
@@ -17,6 +18,23 @@ from facade.state import ENGINE
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 64 << 20
+
+
+class _RedactUnparsedRequests(logging.Filter):
+    """aiohttp logs a request it cannot parse with its parser's message, which quotes the offending bytes: an
+    Authorization header among them. Keep that it happened and why in one line, not the bytes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            remote = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+            record.msg = "refused a request from %s that is not valid HTTP (%s)"
+            record.args = (remote, type(exc).__name__)
+            record.exc_info = record.exc_text = None
+        return True
+
+
+_REDACT = _RedactUnparsedRequests()
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -91,6 +109,7 @@ def create_app(
     `h2_exchange`); traced as the OTEL_* variables say unless `tracer_provider` is given."""
     middlewares = [observability.trace_requests, openai_errors]
     app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY_BYTES)
+    logging.getLogger("aiohttp.server").addFilter(_REDACT)  # added once: the same filter object
     observability.setup_tracing(app, tracer_provider)
 
     async def engine_channel(app: web.Application) -> AsyncIterator[None]:

@@ -1,6 +1,7 @@
 """Every failure reaches the official SDK as the OpenAI error class, status, type, code and param it expects."""
 
 import json
+import socket
 import time
 from urllib.parse import quote
 
@@ -335,6 +336,19 @@ def test_an_internal_error_names_the_request_id_it_was_sent_with(stack: Stack) -
     assert response.status_code >= 500
     request_id = response.headers["x-request-id"]
     assert request_id in response.json()["error"]["message"]
+
+
+def test_a_request_that_is_not_http_leaves_no_key_in_the_log(stack: Stack, caplog: pytest.LogCaptureFixture) -> None:
+    host, port = stack.base_url.removeprefix("http://").removesuffix("/v1").split(":")
+    secret = "sk-secret-0123456789"
+    for head in (f"Authorization: Bearer {secret}\x01", f"Authorization: Bearer {secret}{'a' * 9000}"):
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n{head}\r\n\r\n".encode())
+            assert sock.recv(4096).startswith(b"HTTP/1.0 400")
+    refused = [r for r in caplog.records if r.name == "aiohttp.server"]
+    assert len(refused) == 2
+    assert "not valid HTTP" in refused[0].getMessage()
+    assert secret not in caplog.text
 
 
 def test_unknown_path_is_openai_404(stack: Stack) -> None:
