@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from chittycan.v1 import completion_pb2, embedding_pb2
+from chittycan.v1 import completion_pb2, embedding_pb2, error_pb2
 from engine import errors
 from engine.errors import GatewayError
 from engine.providers.base import UpstreamCall
@@ -196,7 +196,12 @@ class LocalProvider:
     async def complete(self, request: completion_pb2.ChatRequest, call: UpstreamCall) -> completion_pb2.ChatResponse:
         """One completion; usage is the model's own token count."""
         arguments = _chat_arguments(request)
-        body = await self._chat.run(lambda llm: _fresh(llm).create_chat_completion(**arguments))
+
+        def answer(llm: Any) -> Any:
+            _fits(_prompt_tokens(llm, arguments["messages"]))
+            return _fresh(llm).create_chat_completion(**arguments)
+
+        body = await self._chat.run(answer)
         response = response_from_openai(body)
         response.model = call.model
         response.created = int(self._clock())
@@ -215,7 +220,7 @@ class LocalProvider:
         chunk_id = ""
 
         def generate(llm: Any, stop: Any) -> Iterator[Any]:
-            prompt_tokens = _prompt_tokens(llm, arguments["messages"])
+            prompt_tokens = _fits(_prompt_tokens(llm, arguments["messages"]))
             yield {"prompt_tokens": prompt_tokens}
             yield from _fresh(llm).create_chat_completion(**arguments, stream=True)
 
@@ -274,6 +279,21 @@ def _fresh(llm: Any) -> Any:
     temperature 0 must give the same answer every time."""
     llm.reset()
     return llm
+
+
+def _fits(prompt_tokens: int) -> int:
+    """`prompt_tokens`, or OpenAI's 400 context_length_exceeded when the prompt leaves no room in the context."""
+    if prompt_tokens < CONTEXT_TOKENS:
+        return prompt_tokens
+    raise GatewayError(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        errors.INVALID_REQUEST,
+        f"This model's maximum context length is {CONTEXT_TOKENS} tokens. However, your messages resulted in "
+        f"{prompt_tokens} tokens. Please reduce the length of the messages.",
+        detail=error_pb2.ErrorDetail(
+            http_status=400, type="invalid_request_error", code="context_length_exceeded", param="messages"
+        ),
+    )
 
 
 def _prompt_tokens(llm: Any, messages: list[dict[str, Any]]) -> int:

@@ -89,6 +89,15 @@ def test_max_tokens_gives_length_and_stop_stops(local: openai.OpenAI) -> None:
     assert "5" not in (stopped.choices[0].message.content or "")
 
 
+def test_a_prompt_longer_than_the_context_is_400_context_length_exceeded(local: openai.OpenAI) -> None:
+    long = [{"role": "user", "content": "hello " * 5000}]
+    for stream in (False, True):
+        with pytest.raises(openai.BadRequestError) as caught:
+            local.chat.completions.create(model=CHAT, messages=long, stream=stream)  # type: ignore[call-overload]
+        assert (caught.value.code, caught.value.param) == ("context_length_exceeded", "messages")
+        assert "maximum context length is 2048 tokens" in caught.value.message
+
+
 def test_json_object_parses(local: openai.OpenAI) -> None:
     res = local.chat.completions.create(
         model=CHAT,
