@@ -1,7 +1,7 @@
 """OpenAI-compatible upstreams (OpenAI, Groq, Ollama, vLLM ...): the I/O half; translators live beside it."""
 
-from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any, TypeVar
 
 import grpc
 import orjson
@@ -28,6 +28,9 @@ from engine.providers.sse import iter_sse_events
 from engine.upstream_http import UpstreamHttp, UpstreamHttpError
 
 _JSON = {"Content-Type": "application/json"}
+T = TypeVar("T")
+# What translating JSON of the wrong shape raises.
+_MALFORMED = (AttributeError, TypeError, ValueError, KeyError)
 
 
 def error_from_response(status: int, body: bytes, headers: Mapping[str, str]) -> GatewayError:
@@ -59,6 +62,12 @@ def error_from_event(error: dict[str, Any]) -> GatewayError:
 
 def _default_type(status: int) -> str:
     return "server_error" if status >= 500 else "invalid_request_error"
+
+
+def _malformed(provider: str) -> GatewayError:
+    return GatewayError(
+        grpc.StatusCode.UNAVAILABLE, errors.UPSTREAM_ERROR, f"The {provider} upstream sent a malformed answer."
+    )
 
 
 def _refused(status: int, body: bytes, headers: Mapping[str, str]) -> GatewayError:
@@ -105,7 +114,7 @@ class OpenAIProvider:
     async def complete(self, request: completion_pb2.ChatRequest, call: UpstreamCall) -> completion_pb2.ChatResponse:
         """One non-streamed completion."""
         body = await self._post(self._chat_url, chat_body_from_proto(request, call.model, stream=False), call)
-        return response_from_openai(body)
+        return self._read(response_from_openai, body)
 
     async def stream_completion(
         self, request: completion_pb2.ChatRequest, call: UpstreamCall
@@ -130,6 +139,8 @@ class OpenAIProvider:
             raise timeout_error(self.name) from None
         except (UpstreamHttpError, orjson.JSONDecodeError) as exc:
             raise connection_error(self.name, exc) from None
+        except _MALFORMED:
+            raise _malformed(self.name) from None
         raise truncated_error(self.name)
 
     async def embed(
@@ -137,4 +148,11 @@ class OpenAIProvider:
     ) -> embedding_pb2.EmbeddingResponse:
         """Embeddings for every input."""
         body = await self._post(self._embeddings_url, embedding_body_from_proto(request, call.model), call)
-        return embedding_response_from_openai(body)
+        return self._read(embedding_response_from_openai, body)
+
+    def _read(self, translate: Callable[[Any], T], body: Any) -> T:
+        """`translate(body)`; an answer of the wrong shape (JSON, but not OpenAI's) is the upstream's fault."""
+        try:
+            return translate(body)
+        except _MALFORMED:
+            raise _malformed(self.name) from None

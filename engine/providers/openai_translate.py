@@ -344,6 +344,8 @@ def embedding_response_from_openai(body: dict[str, Any]) -> embedding_pb2.Embedd
         vector = item.get("embedding")
         if isinstance(vector, str):
             out.packed = base64.b64decode(vector)
+            if len(out.packed) % 4:
+                raise ValueError("a base64 embedding that is not whole float32 values")
         else:
             out.values.extend(vector or ())
     usage = body.get("usage") or {}

@@ -323,19 +323,22 @@ def test_wrong_method_is_405_with_allow(stack: Stack) -> None:
     assert response.json()["error"]["type"] == "invalid_request_error"
 
 
-def test_an_internal_error_names_the_request_id_it_was_sent_with(stack: Stack) -> None:
-    # An upstream that answers a float request with base64 text: the facade cannot render it.
-    broken = b'{"object": "list", "data": [{"object": "embedding", "index": 0, "embedding": "AAAA"}],'
-    broken += b' "model": "text-embedding-3-small", "usage": {"prompt_tokens": 1, "total_tokens": 1}}'
-    stack.call(lambda: stack.upstream.script(body=broken))
-    response = rawhttp.post(
-        f"{stack.base_url}/embeddings",
-        json={"model": "text-embedding-3-small", "input": "x"},
-        headers={"Authorization": f"Bearer {API_KEY}", "Cache-Control": "no-store"},
-    )
-    assert response.status_code >= 500
-    request_id = response.headers["x-request-id"]
-    assert request_id in response.json()["error"]["message"]
+@pytest.mark.parametrize(
+    ("path", "broken"),
+    [
+        ("/chat/completions", b'{"id": "chatcmpl-1", "object": "chat.completion", "choices": "nope"}'),
+        ("/chat/completions", b"[]"),
+        ("/embeddings", b'{"object": "list", "data": [{"object": "embedding", "index": 0, "embedding": "AAAA"}]}'),
+    ],
+)
+def test_an_upstream_answer_of_the_wrong_shape_is_503(stack: Stack, path: str, broken: bytes) -> None:
+    stack.call(lambda: stack.upstream.script(body=broken, times=2))
+    model = "gpt-4o" if path == "/chat/completions" else "text-embedding-3-small"
+    body = {"model": model, "messages": HELLO} if path == "/chat/completions" else {"model": model, "input": "x"}
+    headers = {"Authorization": f"Bearer {API_KEY}", "Cache-Control": "no-store"}
+    response = rawhttp.post(f"{stack.base_url}{path}", json=body, headers=headers)
+    assert response.status_code == 503, response.text
+    assert response.json()["error"]["message"] == "The openai upstream sent a malformed answer."
 
 
 def test_a_request_that_is_not_http_leaves_no_key_in_the_log(stack: Stack, caplog: pytest.LogCaptureFixture) -> None:
