@@ -16,7 +16,14 @@ from engine.providers.anthropic_translate import (
     messages_body_from_proto,
     response_from_anthropic,
 )
-from engine.providers.base import UpstreamCall, connection_error, timeout_error, truncated_error
+from engine.providers.base import (
+    MALFORMED,
+    UpstreamCall,
+    connection_error,
+    malformed_error,
+    timeout_error,
+    truncated_error,
+)
 from engine.providers.rate_limits import from_anthropic as rate_limits_from_anthropic
 from engine.providers.sse import iter_sse_events
 from engine.upstream_http import UpstreamHttp, UpstreamHttpError
@@ -69,7 +76,10 @@ class AnthropicProvider:
             raise GatewayError(
                 grpc.StatusCode.UNAVAILABLE, errors.UPSTREAM_ERROR, f"The {self.name} upstream sent invalid JSON."
             )
-        return response_from_anthropic(body, int(self._clock()))
+        try:
+            return response_from_anthropic(body, int(self._clock()))
+        except MALFORMED:
+            raise malformed_error(self.name) from None
 
     async def stream_completion(
         self, request: completion_pb2.ChatRequest, call: UpstreamCall
@@ -92,6 +102,8 @@ class AnthropicProvider:
             raise timeout_error(self.name) from None
         except (UpstreamHttpError, orjson.JSONDecodeError) as exc:
             raise connection_error(self.name, exc) from None
+        except MALFORMED:
+            raise malformed_error(self.name) from None
         raise truncated_error(self.name)
 
     async def embed(

@@ -103,6 +103,17 @@ def connection_error(provider: str, exc: BaseException) -> GatewayError:
     )
 
 
+# What translating JSON of the wrong shape raises.
+MALFORMED = (AttributeError, TypeError, ValueError, KeyError)
+
+
+def malformed_error(provider: str) -> GatewayError:
+    """The upstream answered JSON that is not its API's shape (the translator raised one of MALFORMED)."""
+    return GatewayError(
+        grpc.StatusCode.UNAVAILABLE, errors.UPSTREAM_ERROR, f"The {provider} upstream sent a malformed answer."
+    )
+
+
 def truncated_error(provider: str) -> GatewayError:
     """The upstream closed a stream before its end marker: what arrived is not a complete answer."""
     return GatewayError(

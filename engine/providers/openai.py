@@ -10,8 +10,10 @@ from chittycan.v1 import completion_pb2, embedding_pb2, error_pb2
 from engine import errors
 from engine.errors import GatewayError
 from engine.providers.base import (
+    MALFORMED,
     UpstreamCall,
     connection_error,
+    malformed_error,
     timeout_error,
     truncated_error,
     upstream_error,
@@ -29,8 +31,6 @@ from engine.upstream_http import UpstreamHttp, UpstreamHttpError
 
 _JSON = {"Content-Type": "application/json"}
 T = TypeVar("T")
-# What translating JSON of the wrong shape raises.
-_MALFORMED = (AttributeError, TypeError, ValueError, KeyError)
 
 
 def error_from_response(status: int, body: bytes, headers: Mapping[str, str]) -> GatewayError:
@@ -62,12 +62,6 @@ def error_from_event(error: dict[str, Any]) -> GatewayError:
 
 def _default_type(status: int) -> str:
     return "server_error" if status >= 500 else "invalid_request_error"
-
-
-def _malformed(provider: str) -> GatewayError:
-    return GatewayError(
-        grpc.StatusCode.UNAVAILABLE, errors.UPSTREAM_ERROR, f"The {provider} upstream sent a malformed answer."
-    )
 
 
 def _refused(status: int, body: bytes, headers: Mapping[str, str]) -> GatewayError:
@@ -139,8 +133,8 @@ class OpenAIProvider:
             raise timeout_error(self.name) from None
         except (UpstreamHttpError, orjson.JSONDecodeError) as exc:
             raise connection_error(self.name, exc) from None
-        except _MALFORMED:
-            raise _malformed(self.name) from None
+        except MALFORMED:
+            raise malformed_error(self.name) from None
         raise truncated_error(self.name)
 
     async def embed(
@@ -154,5 +148,5 @@ class OpenAIProvider:
         """`translate(body)`; an answer of the wrong shape (JSON, but not OpenAI's) is the upstream's fault."""
         try:
             return translate(body)
-        except _MALFORMED:
-            raise _malformed(self.name) from None
+        except MALFORMED:
+            raise malformed_error(self.name) from None

@@ -425,6 +425,14 @@ def test_anthropic_rate_limits_become_openai_headers(client: openai.OpenAI) -> N
         raw.parse()
 
 
+def test_a_messages_answer_of_the_wrong_shape_is_503(client: openai.OpenAI, stack: Stack) -> None:
+    stack.call(lambda: stack.upstream.script(body=b'{"type": "message", "content": "nope"}', times=2))
+    with pytest.raises(openai.APIStatusError) as caught:
+        client.chat.completions.create(model=CLAUDE, messages=HELLO)
+    assert caught.value.status_code == 503
+    assert caught.value.body["message"] == "The anthropic upstream sent a malformed answer."  # type: ignore[index]
+
+
 def test_llama_routes_to_groq(client: openai.OpenAI, stack: Stack) -> None:
     raw = client.chat.completions.with_raw_response.create(model="llama-3-70b", messages=HELLO)
     res = raw.parse()
