@@ -15,6 +15,7 @@ from facade.state import ENGINE
 
 _ENCODINGS = {"float": embedding_pb2.ENCODING_FORMAT_FLOAT, "base64": embedding_pb2.ENCODING_FORMAT_BASE64}
 _HANDLED = frozenset({"model", "input", "encoding_format", "dimensions", "user"})
+MAX_INPUTS = 2048  # the spec's maxItems for every array form of `input`
 
 
 def embedding_request_from_openai(body: dict[str, Any]) -> embedding_pb2.EmbeddingRequest:
@@ -36,6 +37,16 @@ def embedding_request_from_openai(body: dict[str, Any]) -> embedding_pb2.Embeddi
         raise RequestError("Invalid 'input': empty array.", param="input", code="empty_array")
     else:
         raise invalid_type("input", "a string, an array of strings, or an array of token arrays", value)
+    if isinstance(value, list) and len(value) > MAX_INPUTS:
+        raise RequestError(
+            f"Invalid 'input': array too long. Expected an array with maximum length {MAX_INPUTS}, but got an array "
+            f"with length {len(value)} instead.",
+            param="input",
+            code="array_above_max_length",
+        )
+    if value == "" or (isinstance(value, list) and "" in value):
+        raise RequestError("Invalid 'input': empty string. An input cannot be an empty string.", param="input",
+                           code="empty_string")  # fmt: skip
     encoding = body.get("encoding_format")
     if encoding is not None:
         if not isinstance(encoding, str) or encoding not in _ENCODINGS:

@@ -177,6 +177,24 @@ def test_values_no_field_can_hold_are_400_not_500(
     assert stack.upstream_requests() == []
 
 
+@pytest.mark.parametrize(
+    ("value", "code"),
+    [("", "empty_string"), (["a", ""], "empty_string"), (["a"] * 2049, "array_above_max_length"),
+     ([[1]] * 2049, "array_above_max_length")],
+)  # fmt: skip
+def test_embeddings_input_the_spec_refuses_is_400(stack: Stack, value: object, code: str) -> None:
+    for model in ("text-embedding-3-small", "local/minilm-l6"):  # the engine's own model too, which asks no upstream
+        response = rawhttp.post(
+            f"{stack.base_url}/embeddings",
+            json={"model": model, "input": value},
+            headers={"Authorization": f"Bearer {API_KEY}"},
+        )
+        assert response.status_code == 400, response.text
+        error = response.json()["error"]
+        assert (error["param"], error["code"]) == ("input", code)
+    assert stack.upstream_requests() == []
+
+
 def test_malformed_json_is_400(stack: Stack) -> None:
     response = rawhttp.post(
         f"{stack.base_url}/chat/completions",
